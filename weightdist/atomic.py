@@ -1,0 +1,126 @@
+"""Crash-safe output: every file and every report folder appears whole or not at all.
+
+A report is built in a hidden sibling folder and swapped into place with
+renames, under an exclusive lock, so a killed run leaves the previous complete
+report (or nothing) and two concurrent runs never interleave files.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import OutputError
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def check_writable_dir(out: str | os.PathLike) -> Path:
+    """Fail before any work if ``out`` cannot become a folder we can write in."""
+    out = Path(out)
+    probe_parent = out
+    while not probe_parent.exists():
+        probe_parent = probe_parent.parent
+    if not probe_parent.is_dir():
+        raise OutputError(f"cannot write report to {out}: {probe_parent} is a file, not a folder; choose another --out")
+    if not os.access(probe_parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write report to {out}: no write permission in {probe_parent}; choose another --out")
+    return out
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Refuse a second concurrent run into the same folder instead of interleaving files."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise OutputError(f"another weightdist run is writing to {out}; wait for it or choose another --out") from None
+            raise
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it replaces ``out`` whole.
+
+    On any exception (or a kill) the staging folder is discarded and ``out``
+    keeps its previous complete contents.
+    """
+    out = check_writable_dir(out)
+    try:
+        with output_lock(out):
+            recover_interrupted(out)
+            stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
+            os.chmod(stage, 0o777 & ~_umask())
+            try:
+                yield stage
+                _swap_into_place(stage, out)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+    except PermissionError as exc:
+        raise OutputError(f"cannot write report to {out}: {exc.strerror}; choose another --out") from None
+
+
+def recover_interrupted(out: Path) -> None:
+    """Clean up after a run killed mid-write (we hold the lock, so nobody else is writing).
+
+    A kill between the two renames of ``_swap_into_place`` leaves the previous
+    report under ``.<name>.old-*`` and nothing at ``out``: put it back.
+    """
+    for leftover in sorted(out.parent.glob(f".{out.name}.old-*")):
+        if not out.exists():
+            os.replace(leftover, out)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in out.parent.glob(f".{out.name}.staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _swap_into_place(stage: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        if not out.is_dir():
+            raise OutputError(f"cannot write report to {out}: it is a file, not a folder; choose another --out")
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.rmdir(old)
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

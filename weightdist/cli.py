@@ -85,6 +85,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_findings(args: argparse.Namespace) -> int:
+    from .findings import findings_report
+
+    print(f"wrote {findings_report(args.reports, args.out, command=_command_line())}")
+    return 0
+
+
 def _command_line() -> str:
     return "weightdist " + shlex.join(sys.argv[1:])
 
@@ -116,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: reports/<model>_drift)")
     add_fit_options(p)
     p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser("findings", help="write reports/README.md, the cross-model answer, from report folders")
+    p.add_argument("reports", nargs="?", default="reports", help="folder holding report folders (default: reports)")
+    p.add_argument("--out", default=None, help="output file (default: <reports>/README.md)")
+    p.set_defaults(func=cmd_findings)
 
     p = sub.add_parser("models", help="list model names (glob pattern, e.g. 'resnet*' or 'timm:vit*')")
     p.add_argument("pattern", nargs="?", default=None)

@@ -7,6 +7,7 @@ each layer so memory stays bounded by the largest layer, not the model.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -43,6 +44,13 @@ class FitOptions:
         if self.boot_max_n < 8:
             raise ValueError(f"boot_max_n must be >= 8, got {self.boot_max_n}")
         resolve_families(self.families)  # fail early on unknown names
+        for arg in ("include", "exclude"):
+            pattern = getattr(self, arg)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    raise ValueError(f"{arg}: invalid regular expression {pattern!r} ({exc})") from None
 
 
 @dataclass(frozen=True)

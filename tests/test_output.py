@@ -1,0 +1,113 @@
+"""Reports are written atomically, reproducibly, and never by two runs at once."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from weightdist import atomic
+from weightdist.cli import main
+from weightdist.errors import OutputError
+
+FAST = ["--families", "gaussian,laplace", "--quiet"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_input_same_bytes(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["fit", "--no-plots", "--max-per-layer", "500", "--seed", "3", "--bootstrap", "5", "--bootstrap-max-n", "100", *FAST]
+    assert main([*argv, "--out", str(a)]) == 0
+    assert main([*argv, "--out", str(b)]) == 0
+    assert (a / "layers.csv").read_bytes() == (b / "layers.csv").read_bytes()
+    ja, jb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    for volatile in ("generated_at", "timing", "command"):
+        ja.pop(volatile), jb.pop(volatile)
+    assert ja == jb
+    assert ja["options"]["seed"] == 3 and ja["options"]["max_per_layer"] == 500
+    assert ja["subsampled_layers"] > 0
+
+
+def test_different_seed_changes_subsample(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["fit", "--no-plots", "--max-per-layer", "200", "--seed", "1", "--out", str(a), *FAST]) == 0
+    assert main(["fit", "--no-plots", "--max-per-layer", "200", "--seed", "2", "--out", str(b), *FAST]) == 0
+    assert (a / "layers.csv").read_bytes() != (b / "layers.csv").read_bytes()
+
+
+def test_output_under_a_regular_file_fails_before_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["fit", "--out", str(blocker / "report"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_unwritable_output_is_refused(tmp_path, monkeypatch):
+    # Tests run as root, where permissions never stop a write: simulate a read-only parent.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    with pytest.raises(OutputError, match="no write permission"):
+        atomic.check_writable_dir(tmp_path / "report")
+
+
+def test_second_concurrent_run_refuses(tmp_path, capsys):
+    out = tmp_path / "report"
+    fd = os.open(tmp_path / ".report.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another run holds the folder
+    try:
+        assert main(["fit", "--no-plots", "--out", str(out), *FAST]) == 2
+    finally:
+        os.close(fd)
+    assert "another weightdist run is writing" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_failure_inside_stage_keeps_previous_report(tmp_path):
+    out = tmp_path / "report"
+    with atomic.staged_dir(out) as stage:
+        (stage / "a.txt").write_text("complete")
+    with pytest.raises(RuntimeError):
+        with atomic.staged_dir(out) as stage:
+            (stage / "a.txt").write_text("half")
+            raise RuntimeError("crash mid-run")
+    assert (out / "a.txt").read_text() == "complete"
+    assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
+
+
+def test_kill_between_renames_is_recovered(tmp_path):
+    out = tmp_path / "report"
+    old = tmp_path / ".report.old-abc"
+    old.mkdir()
+    (old / "a.txt").write_text("previous")
+    with atomic.staged_dir(out) as stage:  # the next run restores, then replaces
+        assert (out / "a.txt").read_text() == "previous"
+        (stage / "a.txt").write_text("new")
+    assert (out / "a.txt").read_text() == "new" and not old.exists()
+
+
+def test_kill_mid_run_leaves_previous_report(tmp_path):
+    out = tmp_path / "report"
+    assert main(["fit", "--out", str(out), "--plot-layers", "1", *FAST]) == 0
+    before = snapshot(out)
+    proc = subprocess.Popen([sys.executable, "-m", "weightdist", "fit", "--out", str(out), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        staging = list(tmp_path.glob(".report.staging-*/plots/*.png"))
+        if staging:  # the run is mid-way: some plots written, report not yet swapped in
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert snapshot(out) == before

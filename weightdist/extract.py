@@ -1,0 +1,163 @@
+"""Flatten a model's tensors into per-layer records: name, kind, shape, fan-in, float64 values.
+
+Kinds come from the owning module when there is one (Conv*, Linear,
+Embedding, norm layers) and from names and shapes for a bare state dict.
+Layers are produced one at a time so a huge checkpoint streams.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+KINDS = ("conv", "linear", "embedding", "norm", "bias", "other")
+DEFAULT_KINDS = ("conv", "linear", "embedding")
+_NORM_NAME = re.compile(r"(^|[._])(norm|bn|ln|layernorm|layer_norm|batchnorm|groupnorm)\d*($|[._])", re.IGNORECASE)
+_MODULE_KINDS: tuple[tuple[type, str], ...] = (
+    (nn.modules.conv._ConvNd, "conv"),
+    (nn.Linear, "linear"),
+    (nn.Bilinear, "linear"),
+    (nn.MultiheadAttention, "linear"),
+    (nn.Embedding, "embedding"),
+    (nn.EmbeddingBag, "embedding"),
+    (nn.modules.batchnorm._NormBase, "norm"),
+    (nn.LayerNorm, "norm"),
+    (nn.GroupNorm, "norm"),
+)
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    numel: int
+    fan_in: int | None
+    dtype: str
+    values: np.ndarray  # flat float64 (empty when the tensor is not analysable)
+    subsampled_from: int | None = None
+    note: str = ""
+
+
+def _module_kind(module: nn.Module) -> str:
+    return next((kind for cls, kind in _MODULE_KINDS if isinstance(module, cls)), "other")
+
+
+def kinds_from_module(model: nn.Module) -> dict[str, str]:
+    kinds = {}
+    for module_name, module in model.named_modules():
+        kind = _module_kind(module)
+        for pname, _ in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            full = f"{module_name}.{pname}" if module_name else pname
+            kinds[full] = "bias" if pname.endswith("bias") else kind
+    return kinds
+
+
+def kind_from_name(name: str, shape: tuple[int, ...]) -> str:
+    """Best guess for a bare state dict: names and shapes are all there is."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf.endswith("bias"):
+        return "bias"
+    if _NORM_NAME.search(name) and len(shape) <= 1:
+        return "norm"
+    if "embed" in name.lower() and len(shape) == 2:
+        return "embedding"
+    if len(shape) >= 3:
+        return "conv"
+    if len(shape) == 2:
+        return "linear"
+    return "other"
+
+
+def fan_in(kind: str, shape: tuple[int, ...]) -> int | None:
+    if kind in ("conv", "linear") and len(shape) >= 2:
+        return int(np.prod(shape[1:]))
+    return None
+
+
+def to_float64(t: torch.Tensor) -> tuple[np.ndarray, str]:
+    """Exact float64 copy of a float tensor (float16/bfloat16 via float32, never downcast)."""
+    note = ""
+    if t.is_quantized:
+        t, note = t.dequantize(), "quantized tensor, dequantized"
+    t = t.detach().cpu()
+    if t.dtype in (torch.float16, torch.bfloat16) or t.dtype.is_floating_point and t.dtype.itemsize < 4:
+        t = t.float()
+    return t.double().reshape(-1).numpy(), note
+
+
+def _source(model) -> tuple[Mapping[str, torch.Tensor], dict[str, str]]:
+    module = getattr(model, "module", None) if not isinstance(model, nn.Module) else model
+    if isinstance(module, nn.Module):
+        kinds = kinds_from_module(module)
+        tensors = getattr(model, "tensors", None) if not isinstance(model, nn.Module) else None
+        return (tensors or module.state_dict(keep_vars=False)), kinds
+    tensors = getattr(model, "tensors", model)
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"model_or_state_dict: expected an nn.Module, a state dict or a LoadedModel, got {type(model).__name__}")
+    return tensors, {}
+
+
+def _compile(arg: str, pattern: str | None):
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{arg}: invalid regular expression {pattern!r} ({exc})") from None
+
+
+def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = None, exclude: str | None = None,
+                min_size: int = 1, max_per_layer: int | None = None, seed: int = 0) -> Iterator[Layer]:
+    """Yield one :class:`Layer` per selected tensor, reading (and converting) one tensor at a time."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"kinds: unknown kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
+    inc, exc = _compile("include", include), _compile("exclude", exclude)
+    tensors, module_kinds = _source(model_or_state_dict)
+    for name in tensors:
+        if (inc and not inc.search(name)) or (exc and exc.search(name)):
+            continue
+        lazy_dtypes = getattr(tensors, "dtypes", None)
+        tensor = tensors[name]
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        shape = tuple(tensor.shape)
+        kind = module_kinds.get(name) or kind_from_name(name, shape)
+        is_float = tensor.is_floating_point() or tensor.is_quantized
+        if not is_float:
+            kind = "other"
+        if kind not in kinds or tensor.numel() < min_size:
+            continue
+        if kind in ("conv", "linear", "embedding") and not name.endswith("weight") and module_kinds:
+            continue  # e.g. a running statistic registered on a conv module
+        if not is_float:
+            yield Layer(name, kind, shape, tensor.numel(), None, str(tensor.dtype).replace("torch.", ""),
+                        np.empty(0), note=f"{str(tensor.dtype).replace('torch.', '')} buffer, not analysed")
+            continue
+        values, note = to_float64(tensor)
+        subsampled_from = None
+        if max_per_layer is not None and values.size > max_per_layer:
+            rng = np.random.default_rng([seed, zlib_crc(name)])
+            values = values[np.sort(rng.choice(values.size, size=max_per_layer, replace=False))]
+            subsampled_from = tensor.numel()
+        yield Layer(name, kind, shape, tensor.numel(), fan_in(kind, shape), str(tensor.dtype).replace("torch.", ""),
+                    values, subsampled_from, note)
+        del tensor
+
+
+def zlib_crc(name: str) -> int:
+    """A stable per-layer seed component (Python's hash() is salted per process)."""
+    import zlib
+
+    return zlib.crc32(name.encode())
+
+
+def extract_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = None, exclude: str | None = None,
+                   min_size: int = 1, max_per_layer: int | None = None, seed: int = 0) -> list[Layer]:
+    """All selected layers as a list (see :func:`iter_layers` for streaming)."""
+    return list(iter_layers(model_or_state_dict, kinds, include, exclude, min_size, max_per_layer, seed))

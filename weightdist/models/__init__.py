@@ -1,0 +1,203 @@
+"""Model loaders: a registry of built-ins plus torchvision, timm and local files.
+
+``load_model(spec)`` resolves, in order: a file path; ``timm:<name>``; a
+registered built-in; a torchvision classification model. Adding a built-in is
+one function decorated with ``@register_model``.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError
+from ..registry import Registry, unknown_name_message
+from .checkpoint import looks_like_file, open_weights, strip_prefix
+from .cifar_resnet import CifarResNet
+from .hub import fetch, host_reachable, sha256_of
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model's weights plus where they came from (for the report's provenance lines)."""
+
+    name: str
+    source: str
+    path: str | None
+    sha256: str | None
+    module: nn.Module | None  # None for a bare weights file: no architecture
+    tensors: Mapping[str, torch.Tensor]  # lazy for .safetensors and shards
+
+
+@dataclass(frozen=True)
+class Builtin:
+    build: Callable[[], nn.Module]
+    weights: Callable[[], tuple[Path, str, Mapping[str, torch.Tensor]]]  # path, sha256, state dict
+    source: str
+
+
+BUILTINS: Registry[Builtin] = Registry("model")
+
+
+def register_model(name: str, source: str) -> Callable:
+    """Register ``fn() -> (build, weights)`` as a built-in model called ``name``."""
+
+    def decorator(fn: Callable[[], tuple[Callable, Callable]]):
+        build, weights = fn()
+        BUILTINS.add(name, Builtin(build, weights, source))
+        return fn
+
+    return decorator
+
+
+# --- built-ins -------------------------------------------------------------------------------------
+
+CIFAR_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{}"
+CIFAR_FILES = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th", 56: "resnet56-4bfd9763.th"}
+PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
+
+
+def _cifar_weights(depth: int):
+    def weights():
+        url = CIFAR_URL.format(CIFAR_FILES[depth])
+        path, sha = fetch(url, f"resnet{depth}_cifar10")
+        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
+        return path, sha, {strip_prefix(k): v for k, v in state.get("state_dict", state).items()}
+
+    return weights
+
+
+def _register_cifar(depth: int) -> None:
+    register_model(f"resnet{depth}_cifar10", "CIFAR-10 ResNet (He et al. 2016), weights by Y. Idelbayev, BSD-2")(
+        lambda: (lambda: CifarResNet(depth), _cifar_weights(depth))
+    )
+
+
+for _depth in CIFAR_FILES:
+    _register_cifar(_depth)
+
+
+@register_model("resnet20_fashionmnist", "embedded: ResNet-20 trained on Fashion-MNIST by scripts/train_resnet20_fashionmnist.py")
+def _resnet20_fashionmnist():
+    def weights():
+        path = PACKAGE_WEIGHTS / "resnet20_fashionmnist.safetensors"
+        from safetensors.torch import load_file
+
+        return path, sha256_of(path), load_file(str(path))
+
+    return (lambda: CifarResNet(20, num_classes=10, in_channels=1)), weights
+
+
+# --- torchvision -----------------------------------------------------------------------------------
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _load_torchvision(name: str, init: bool, seed: int) -> LoadedModel:
+    import torchvision
+
+    if init:
+        torch.manual_seed(seed)
+        module = torchvision.models.get_model(name, weights=None)
+        return LoadedModel(name, f"init (seed {seed})", None, None, module, module.state_dict())
+    enum = torchvision.models.get_model_weights(name)
+    # The default weights if cached, else any other published weights that are cached (e.g. IMAGENET1K_V1).
+    candidates = [enum.DEFAULT] + [w for w in enum if w is not enum.DEFAULT]
+    from .hub import cache_path
+
+    chosen = next((w for w in candidates if cache_path(w.url).is_file()), enum.DEFAULT)
+    path, sha = fetch(chosen.url, name)
+    state = open_weights(path)
+    module = torchvision.models.get_model(name, weights=None)
+    try:
+        module.load_state_dict(dict(state))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not fit torchvision {name} ({' '.join(str(exc).split())[:160]})") from None
+    return LoadedModel(name, f"torchvision {type(chosen).__name__}.{chosen.name}", str(path), sha, module, module.state_dict())
+
+
+# --- timm ------------------------------------------------------------------------------------------
+
+HF_PROBE_URL = "https://huggingface.co"
+
+
+def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> LoadedModel:
+    import timm
+
+    name = spec[len("timm:"):]
+    if name not in timm.list_models(pretrained=False) and name not in timm.list_models(pretrained=True):
+        raise ModelNotFoundError(unknown_name_message("timm model", name, timm.list_models()) + "; see 'weightdist models \"timm:*\"'")
+    if init:
+        torch.manual_seed(seed)
+        module = timm.create_model(name, pretrained=False)
+        return LoadedModel(spec, f"init (seed {seed})", None, None, module, module.state_dict())
+    if weights_file:
+        open_weights(weights_file)  # validate safely (weights_only) before timm touches the file
+        module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
+        return LoadedModel(spec, f"timm {name} from {weights_file}", str(weights_file), sha256_of(weights_file), module, module.state_dict())
+    if not host_reachable(HF_PROBE_URL):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once from the cache instead of retrying
+    try:
+        module = timm.create_model(name, pretrained=True)
+    except Exception as exc:  # hub errors vary by version; all mean "weights not available here"
+        cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        raise WeightsNotCachedError(
+            f"pretrained weights for timm model {name} are not in the Hugging Face cache ({cache}) and cannot be downloaded "
+            f"({type(exc).__name__}); pass --weights FILE, set HF_HOME to a cache holding them, or use --init"
+        ) from None
+    return LoadedModel(spec, f"timm {name} pretrained", None, None, module, module.state_dict())
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Built-ins and torchvision classification models; ``timm:*`` patterns list timm models."""
+    if pattern and pattern.startswith("timm:"):
+        import timm
+
+        return [f"timm:{n}" for n in timm.list_models(pattern[len("timm:"):] or "*")]
+    names = sorted(set(BUILTINS.names()) | set(torchvision_names()))
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> LoadedModel:
+    """Resolve ``spec`` (file path, ``timm:<name>``, built-in or torchvision name) to weights."""
+    spec = str(spec)
+    if spec.startswith("timm:"):
+        return _load_timm(spec, init, seed, weights_file)
+    if weights_file:
+        raise WeightdistError("--weights FILE goes with timm:<name>; for other models pass the file itself")
+    if looks_like_file(spec):
+        if init:
+            raise WeightdistError(f"--init needs a named architecture, but {spec} is a weights file; pass a model name (see 'weightdist models')")
+        tensors = open_weights(spec)
+        return LoadedModel(Path(spec).name, "file", str(spec), sha256_of(spec), None, tensors)
+    if spec in BUILTINS:
+        entry = BUILTINS.get(spec)
+        if init:
+            torch.manual_seed(seed)
+            module = entry.build()
+            return LoadedModel(spec, f"init (seed {seed})", None, None, module, module.state_dict())
+        path, sha, state = entry.weights()
+        module = entry.build()
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: does not fit {spec} ({' '.join(str(exc).split())[:160]})") from None
+        return LoadedModel(spec, entry.source, str(path), sha, module, module.state_dict())
+    if spec in torchvision_names():
+        return _load_torchvision(spec, init, seed)
+    raise ModelNotFoundError(unknown_name_message("model", spec, list_models()) + "; see 'weightdist models'")
+
+
+__all__ = ["LoadedModel", "load_model", "list_models", "register_model", "BUILTINS"]

@@ -1,0 +1,193 @@
+"""Read weights from local files without ever executing code from them.
+
+Pickle-based files (.pth .pt .bin .th .ckpt) go through
+``torch.load(weights_only=True)``, which only rebuilds tensors and plain
+containers; anything that needs more (a ``__reduce__`` payload, a whole
+pickled ``nn.Module``) is refused. ``.safetensors`` files and sharded
+checkpoints are opened lazily so huge models stream one tensor at a time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import CheckpointError
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".th", ".ckpt")
+SUFFIXES = PICKLE_SUFFIXES + (".safetensors",)
+INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json", ".pth.index.json")
+# Keys under which training scripts nest the state dict, most specific first.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params", "weights",
+                   "state_dict_ema", "model_ema", "ema")
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def looks_like_file(spec: str) -> bool:
+    return os.sep in spec or spec.endswith(SUFFIXES + INDEX_SUFFIXES) or Path(spec).exists()
+
+
+def strip_prefix(name: str) -> str:
+    return name[len("module."):] if name.startswith("module.") else name
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise CheckpointError(f"no such file: {path}; check the path")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; pass a weights file (.pth/.pt/.bin/.safetensors) or an index .json inside it")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"{path}: permission denied; make the file readable")
+    if not str(path).endswith(SUFFIXES + INDEX_SUFFIXES):
+        raise CheckpointError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; expected one of {', '.join(SUFFIXES)} or a *.index.json of shards")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes); the download or save did not finish")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:160] + "…") if len(text) > 160 else text or type(exc).__name__
+
+
+def load_pickle_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
+    """torch.load with weights_only=True, memory-mapped when the file is a zip checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head == _ZIP_MAGIC)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "GLOBAL" in text:
+            reason = next((line.strip() for line in text.splitlines() if "GLOBAL" in line or "Unsupported" in line), "it references Python code")
+            raise CheckpointError(f"refusing to unpickle {path}: it needs code execution ({_short(reason)}); "
+                                  "re-save it as a state_dict (torch.save(model.state_dict(), ...)) or as .safetensors") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_short(exc)})") from None
+    except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError/... for broken archives
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_short(exc)})") from None
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj, path: Path | str) -> dict[str, torch.Tensor]:
+    """The tensors of a bare state dict or of a training checkpoint dict, ``module.`` stripped."""
+    if isinstance(obj, torch.Tensor):
+        return {"tensor": obj}
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors; save model.state_dict() instead")
+    for key in STATE_DICT_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            obj = inner
+            break
+    tensors = dict(_flatten(obj))
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors (keys: {', '.join(map(str, list(obj)[:5]))}); pass a file with model weights")
+    return tensors
+
+
+def _flatten(obj: Mapping, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    for key, value in obj.items():
+        name = strip_prefix(f"{prefix}{key}")
+        if isinstance(value, torch.Tensor):
+            yield name, value
+        elif isinstance(value, Mapping):
+            yield from _flatten(value, f"{name}.")
+
+
+class SafetensorsFile(Mapping):
+    """Lazy name -> tensor mapping over one .safetensors file: each access reads one tensor."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+
+        self.path = path
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                keys = list(f.keys())
+                self.dtypes = {strip_prefix(k): f.get_slice(k).get_dtype() for k in keys}
+        except Exception as exc:  # SafetensorError and friends
+            raise CheckpointError(f"{path}: invalid safetensors file ({_short(exc)}); the header or data is corrupt") from None
+        self._names = {strip_prefix(k): k for k in keys}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                return f.get_tensor(self._names[name])
+        except KeyError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(f"{self.path}: cannot read tensor {name!r} ({_short(exc)}); the file is corrupt") from None
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+class ShardedCheckpoint(Mapping):
+    """Lazy mapping over a Hugging Face style index (``weight_map``): one shard open at a time."""
+
+    def __init__(self, index: Path) -> None:
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            assert isinstance(weight_map, dict)
+        except Exception as exc:
+            raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({_short(exc)})") from None
+        self.index = index
+        self._shard_of = {strip_prefix(k): (k, index.parent / v) for k, v in weight_map.items()}
+        missing = sorted({str(p) for _, p in self._shard_of.values() if not p.is_file()})
+        if missing:
+            raise CheckpointError(f"{index}: shard file {missing[0]} is missing; download every shard listed in the index")
+        self._cache: tuple[Path, Mapping] | None = None
+
+    def _shard(self, path: Path) -> Mapping:
+        if self._cache is None or self._cache[0] != path:
+            self._cache = None  # drop the previous shard before loading the next: one shard in memory
+            _check_path(path)
+            self._cache = (path, SafetensorsFile(path) if path.suffix == ".safetensors" else load_pickle_checkpoint(path))
+        return self._cache[1]
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        key, path = self._shard_of[name]
+        shard = self._shard(path)
+        return shard[strip_prefix(key)]
+
+    def __iter__(self):
+        # Shard by shard, so streaming touches each file once.
+        order = {name: i for i, name in enumerate(self._shard_of)}
+        return iter(sorted(self._shard_of, key=lambda n: (str(self._shard_of[n][1]), order[n])))
+
+    def __len__(self) -> int:
+        return len(self._shard_of)
+
+
+def open_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
+    """A name -> tensor mapping for any supported local file, read lazily where the format allows."""
+    path = Path(path)
+    _check_path(path)
+    name = path.name
+    if name.endswith(INDEX_SUFFIXES):
+        tensors = ShardedCheckpoint(path)
+    elif name.endswith(".safetensors"):
+        tensors = SafetensorsFile(path)
+    else:
+        tensors = load_pickle_checkpoint(path)
+    if not any(_is_float(tensors, k) for k in tensors):
+        raise CheckpointError(f"{path}: holds no floating-point tensors; nothing to analyse (pass a file with model weights)")
+    return tensors
+
+
+def _is_float(tensors: Mapping, key: str) -> bool:
+    if isinstance(tensors, SafetensorsFile):  # from the header: no tensor data is read
+        return tensors.dtypes[key] in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")
+    if isinstance(tensors, ShardedCheckpoint):  # checked lazily: reading every shard here would defeat streaming
+        return True
+    t = tensors[key]
+    return t.is_floating_point() or t.is_quantized

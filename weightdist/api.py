@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -72,7 +71,7 @@ def fit_report(
     from .plots import evenly_spaced, layer_figure, overview_figure, safe_filename, save_figure
 
     out = atomic.check_writable_dir(out or default_out(model, init))  # before any expensive work
-    command = command or "weightdist fit " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else [model])
+    command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")
     t0 = time.perf_counter()
     loaded, info = _load(model, init, options.seed)
     t_loaded = time.perf_counter()

@@ -44,10 +44,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.over_training:
         from .dynamics import over_training_report
 
-        out = over_training_report(args.over_training, args.out, options=fit_options(args), command=_command_line())
+        out = over_training_report(args.over_training, args.out, options=fit_options(args), command=args.command_line)
     else:
         out = fit_report(args.model or DEFAULT_MODEL, args.out, init=args.init, options=fit_options(args),
-                         plots=not args.no_plots, plot_layers=args.plot_layers, command=_command_line(),
+                         plots=not args.no_plots, plot_layers=args.plot_layers, command=args.command_line,
                          progress=not args.quiet)
     print(f"wrote {out}/report.md")
     return 0
@@ -72,7 +72,7 @@ def cmd_families(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_report
 
-    out = compare_report(args.models, args.out, options=fit_options(args), command=_command_line())
+    out = compare_report(args.models, args.out, options=fit_options(args), command=args.command_line)
     print(f"wrote {out}/report.md")
     return 0
 
@@ -80,7 +80,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_drift(args: argparse.Namespace) -> int:
     from .drift import drift_report
 
-    out = drift_report(args.model, args.out, options=fit_options(args), command=_command_line())
+    out = drift_report(args.model, args.out, options=fit_options(args), command=args.command_line)
     print(f"wrote {out}/report.md")
     return 0
 
@@ -88,12 +88,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def cmd_findings(args: argparse.Namespace) -> int:
     from .findings import findings_report
 
-    print(f"wrote {findings_report(args.reports, args.out, command=_command_line())}")
+    print(f"wrote {findings_report(args.reports, args.out, command=args.command_line)}")
     return 0
-
-
-def _command_line() -> str:
-    return "weightdist " + shlex.join(sys.argv[1:])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "weightdist " + shlex.join(a for a in argv if a not in ("--debug", "--quiet"))
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR

@@ -30,6 +30,8 @@ class Family(ABC):
     param_names: ClassVar[tuple[str, ...]]
     # Names of families that are special cases of this one (for likelihood-ratio tests).
     nests: ClassVar[tuple[str, ...]] = ()
+    # The subset of ``nests`` reached only at a parameter-space boundary (e.g. Gaussian = t with df = ∞).
+    nests_on_boundary: ClassVar[tuple[str, ...]] = ()
 
     @property
     def k(self) -> int:

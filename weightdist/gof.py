@@ -1,0 +1,250 @@
+"""Goodness of fit that stays honest at a million weights.
+
+- KS p-values corrected for estimated parameters by parametric bootstrap
+  (refit on every replicate), as ``scipy.stats.goodness_of_fit`` does, on a
+  seeded subsample so it stays affordable.
+- Pairwise tests: Vuong's test for non-nested families, the likelihood-ratio
+  test for nested ones (with the boundary mixture where the special case sits
+  on the edge of the parameter space).
+- Effect sizes whose meaning does not change with n: KS distance, Δloglik per
+  weight, ΔAIC, ΔBIC, Wasserstein-1, excess kurtosis and Hill tail indices.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from .families import Family, get_family
+from .fitting import FamilyFit, LayerFit
+from .ks import ks_statistic
+
+DECISIVE_Z = 3.29  # two-sided p < 0.001
+DECISIVE_GAIN = 1e-3  # nats per weight: below this a difference is negligible in practice
+W1_QUANTILES = 10_000
+
+
+@dataclass(frozen=True)
+class BootstrapKS:
+    statistic: float  # KS on the (sub)sample with parameters refitted on it
+    pvalue: float
+    n_boot: int
+    n_used: int
+    subsampled: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class PairTest:
+    family_a: str
+    family_b: str
+    test: str  # "vuong" or "lrt"
+    statistic: float  # Vuong z (positive favours a) or LR statistic 2Δℓ (a is the larger model)
+    pvalue: float
+    favoured: str | None  # None: not distinguishable at p < 0.001
+    mean_diff: float  # mean loglik difference a − b per weight
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TailShape:
+    excess_kurtosis: float
+    hill_left: float  # tail index α of the left tail (t_ν has α = ν); NaN when too few points
+    hill_right: float
+    hill_k: int  # order statistics used per tail: floor(sqrt(n_tail))
+
+
+@dataclass(frozen=True)
+class FamilyEffect:
+    family: str
+    delta_aic: float  # against the best family (0 for it)
+    delta_bic: float
+    dloglik_per_weight: float  # best minus this family, nats per weight (>= 0)
+    w1: float  # Wasserstein-1 distance between the data and the fitted law
+    bootstrap: BootstrapKS | None = None
+
+
+@dataclass(frozen=True)
+class LayerAssessment:
+    effects: Mapping[str, FamilyEffect]
+    pairs: tuple[PairTest, ...]
+    tail: TailShape
+    verdict: str
+
+
+# --- tests ------------------------------------------------------------------------------------------
+
+
+def bootstrap_ks_pvalue(x_sorted: np.ndarray, family: Family, *, n_boot: int, max_n: int = 2000,
+                        seed: int = 0) -> BootstrapKS:
+    """Parametric-bootstrap KS p-value with every parameter refitted per replicate.
+
+    Same statistic and p-value as ``scipy.stats.goodness_of_fit(dist, data, statistic='ks')``:
+    p = (1 + #{T_b >= T_obs}) / (B + 1). When n > max_n the test runs on a seeded
+    subsample of max_n values drawn without replacement.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    data = x_sorted
+    subsampled = x_sorted.size > max_n
+    if subsampled:
+        data = np.sort(rng.choice(x_sorted, size=max_n, replace=False))
+
+    def statistic(sample_sorted: np.ndarray) -> tuple[float, Mapping[str, float]]:
+        params = family.fit(sample_sorted).params
+        return ks_statistic(sample_sorted, lambda v: family.cdf(v, params)), params
+
+    observed, params = statistic(data)
+    null = np.empty(n_boot)
+    for b in range(n_boot):
+        null[b] = statistic(np.sort(family.sample(data.size, params, rng)))[0]
+    pvalue = (np.count_nonzero(null >= observed) + 1) / (n_boot + 1)
+    return BootstrapKS(observed, float(pvalue), n_boot, data.size, subsampled, seed)
+
+
+def vuong_test(logpdf_a: np.ndarray, logpdf_b: np.ndarray, k_a: int, k_b: int, correction: str = "bic",
+               names: tuple[str, str] = ("a", "b"), alpha: float = 0.001) -> PairTest:
+    """Vuong (1989) z for non-nested models; z > 0 favours a. ω uses the population variance (ddof=0)."""
+    d = np.asarray(logpdf_a, dtype=np.float64) - np.asarray(logpdf_b, dtype=np.float64)
+    n = d.size
+    penalty = {"none": 0.0, "aic": float(k_a - k_b), "bic": 0.5 * (k_a - k_b) * math.log(n)}
+    if correction not in penalty:
+        raise ValueError(f"correction must be one of {', '.join(penalty)}, got {correction!r}")
+    omega = float(np.std(d))
+    lr = float(d.sum()) - penalty[correction]
+    z = lr / (math.sqrt(n) * omega) if omega > 0 else 0.0
+    p = float(2 * stats.norm.sf(abs(z)))
+    favoured = (names[0] if z > 0 else names[1]) if p < alpha else None
+    return PairTest(names[0], names[1], "vuong", z, p, favoured, float(d.mean()))
+
+
+def likelihood_ratio_test(loglik_restricted: float, loglik_full: float, df_diff: int, boundary: bool,
+                          names: tuple[str, str] = ("full", "restricted"), n: int = 1, alpha: float = 0.001) -> PairTest:
+    """LR = 2(ℓ_full − ℓ_restricted) ~ χ²_df; on a boundary, the 50:50 mixture of χ²_0 and χ²_1 (Self & Liang 1987)."""
+    lr = max(0.0, 2.0 * (loglik_full - loglik_restricted))
+    if boundary:
+        p = 0.5 * stats.chi2.sf(lr, 1) if lr > 0 else 1.0
+        note = "boundary: null value at the edge of the parameter space, p from the ½χ²₀ + ½χ²₁ mixture"
+    else:
+        p = stats.chi2.sf(lr, df_diff)
+        note = ""
+    favoured = names[0] if p < alpha else None
+    return PairTest(names[0], names[1], "lrt", lr, float(p), favoured, (loglik_full - loglik_restricted) / n, note)
+
+
+# --- effect sizes -----------------------------------------------------------------------------------
+
+
+def wasserstein1(x_sorted: np.ndarray, family: Family, params: Mapping[str, float], m: int = W1_QUANTILES) -> float:
+    """W1 = ∫₀¹ |Q_n(u) − Q(u)| du by the midpoint rule on min(n, m) quantile levels."""
+    n = x_sorted.size
+    m = min(n, m)
+    u = (np.arange(m) + 0.5) / m
+    empirical = x_sorted[np.minimum((u * n).astype(np.int64), n - 1)]
+    fitted = family.scipy_dist(params).ppf(u)
+    return float(np.mean(np.abs(empirical - fitted)))
+
+
+def hill_index(tail: np.ndarray) -> tuple[float, int]:
+    """Hill estimate of the tail index from positive exceedances, k = floor(sqrt(len))."""
+    tail = np.sort(tail[tail > 0])[::-1]
+    k = int(math.isqrt(tail.size))
+    if k < 5:
+        return math.nan, k
+    logs = np.log(tail[: k + 1])
+    gamma = float(np.mean(logs[:k] - logs[k]))
+    return (1.0 / gamma if gamma > 0 else math.inf), k
+
+
+def tail_shape(x_sorted: np.ndarray) -> TailShape:
+    centred = x_sorted - x_sorted[x_sorted.size // 2]
+    left, k = hill_index(-centred)
+    right, _ = hill_index(centred)
+    return TailShape(float(stats.kurtosis(x_sorted, fisher=True, bias=True)), left, right, k)
+
+
+# --- one layer --------------------------------------------------------------------------------------
+
+
+def pair_tests(x_sorted: np.ndarray, fits: Mapping[str, FamilyFit]) -> tuple[PairTest, ...]:
+    """Exactly one test per pair: LRT when one family nests the other, Vuong otherwise."""
+    logpdfs = {name: get_family(name).logpdf(x_sorted, f.params) for name, f in fits.items()}
+    tests = []
+    for a, b in itertools.combinations(fits, 2):
+        fam_a, fam_b = get_family(a), get_family(b)
+        if b in fam_a.nests or a in fam_b.nests:
+            full, restricted = (a, b) if b in fam_a.nests else (b, a)
+            tests.append(likelihood_ratio_test(
+                fits[restricted].loglik, fits[full].loglik, fits[full].k - fits[restricted].k,
+                boundary=restricted in get_family(full).nests_on_boundary, names=(full, restricted), n=x_sorted.size))
+        else:
+            tests.append(vuong_test(logpdfs[a], logpdfs[b], fits[a].k, fits[b].k, names=(a, b)))
+    return tuple(tests)
+
+
+def _label(name: str) -> str:
+    return {"gaussian": "Gaussian", "laplace": "Laplace", "student_t": "Student-t", "gennorm": "gennorm"}.get(name, name)
+
+
+def verdict(layer_fit: LayerFit, pairs: Sequence[PairTest]) -> str:
+    """One sentence: the best family, its shape, and which alternatives it decisively beats.
+
+    Decisive = p < 0.001 in the pair's test AND a gain of more than 1e-3 nats per weight;
+    otherwise the two are called indistinguishable.
+    """
+    best = layer_fit.best
+    if best is None:
+        return layer_fit.status
+    fits = layer_fit.fits
+    shape = get_family(best).describe(fits[best].params)
+    decisive, close = [], []
+    for t in pairs:
+        if best not in (t.family_a, t.family_b):
+            continue
+        other = t.family_b if t.family_a == best else t.family_a
+        gain = (fits[best].loglik - fits[other].loglik) / layer_fit.n
+        label = f"z={t.statistic:.1f}" if t.test == "vuong" else f"LR={t.statistic:.3g}"
+        if t.favoured == best and gain > DECISIVE_GAIN:
+            decisive.append(f"{_label(other)} ({t.test.upper() if t.test == 'lrt' else 'Vuong'} {label})")
+        else:
+            close.append(f"{_label(other)} ({label}, Δ={gain:.1e}/weight)")
+    parts = [f"{_label(best)}{', ' + shape if shape else ''}"]
+    if decisive:
+        parts.append("decisively better than " + ", ".join(decisive))
+    if close:
+        parts.append("indistinguishable from " + ", ".join(close))
+    return "; ".join(parts)
+
+
+def assess_layer(x_sorted: np.ndarray, layer_fit: LayerFit, *, n_boot: int = 0, max_boot_n: int = 2000,
+                 seed: int = 0) -> LayerAssessment:
+    fits = layer_fit.fits
+    best = fits[layer_fit.best] if layer_fit.best else min(fits.values(), key=lambda f: f.aic)
+    effects = {}
+    for name, f in fits.items():
+        family = get_family(name)
+        boot = bootstrap_ks_pvalue(x_sorted, family, n_boot=n_boot, max_n=max_boot_n, seed=seed) if n_boot else None
+        effects[name] = FamilyEffect(name, f.aic - best.aic, f.bic - best.bic, (best.loglik - f.loglik) / f.n,
+                                     wasserstein1(x_sorted, family, f.params), boot)
+    pairs = pair_tests(x_sorted, fits)
+    return LayerAssessment(effects, pairs, tail_shape(x_sorted), verdict(layer_fit, pairs))
+
+
+def assessment_rows(layer: str, assessment: LayerAssessment) -> list[dict]:
+    return [{
+        "layer": layer, "family": e.family, "delta_aic": e.delta_aic, "delta_bic": e.delta_bic,
+        "dloglik_per_weight": e.dloglik_per_weight, "w1": e.w1,
+        "ks_pvalue_corrected": e.bootstrap.pvalue if e.bootstrap else math.nan,
+        "bootstrap_n": e.bootstrap.n_used if e.bootstrap else 0,
+    } for e in assessment.effects.values()]
+
+
+def comparison_rows(layer: str, assessment: LayerAssessment) -> list[dict]:
+    return [{"layer": layer, "family_a": t.family_a, "family_b": t.family_b, "test": t.test, "statistic": t.statistic,
+             "pvalue": t.pvalue, "favoured": t.favoured or "", "mean_diff_per_weight": t.mean_diff, "note": t.note}
+            for t in assessment.pairs]

@@ -15,6 +15,10 @@ from .families import FAMILIES, Family, get_family
 from .ks import ks_pvalue, ks_statistic
 
 MIN_N = 8
+# Exact zeros above this share of a layer are a point mass (pruned weights): no continuous
+# density can fit one (the Student-t and gennorm likelihoods become unbounded), so they are
+# counted and left out of the fit.
+ZERO_MASS_SHARE = 0.01
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class LayerFit:
     n_nonfinite: int
     status: str  # "ok", or why the layer was not fitted
     fits: Mapping[str, FamilyFit] = field(default_factory=dict)
+    n_zero_excluded: int = 0  # exact zeros left out as a point mass (pruning)
 
     @property
     def ok(self) -> bool:
@@ -104,28 +109,36 @@ def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True) -> FamilyF
     )
 
 
-def prepare(x) -> tuple[np.ndarray, int]:
-    """Flatten to float64, drop non-finite values (counted), sort once for every family."""
+def prepare(x) -> tuple[np.ndarray, int, int]:
+    """Flatten to float64, sort once for every family, and drop (but count) non-finite
+    values and a point mass of exact zeros. Returns (sorted values, n_nonfinite, n_zero)."""
     x = np.asarray(x, dtype=np.float64).ravel()
     finite = np.isfinite(x)
     n_nonfinite = int(x.size - np.count_nonzero(finite))
-    return np.sort(x[finite] if n_nonfinite else x), n_nonfinite
+    x_sorted = np.sort(x[finite] if n_nonfinite else x)
+    lo, hi = np.searchsorted(x_sorted, 0.0, "left"), np.searchsorted(x_sorted, 0.0, "right")
+    n_zero = int(hi - lo)
+    if n_zero > ZERO_MASS_SHARE * x_sorted.size and x_sorted.size - n_zero >= MIN_N:
+        return np.concatenate([x_sorted[:lo], x_sorted[hi:]]), n_nonfinite, n_zero
+    return x_sorted, n_nonfinite, 0
 
 
 def fit(x, families: Sequence[str] | None = None, *, ks: bool = True) -> LayerFit:
     """Maximum-likelihood fit of each family (default: all registered) to the values in ``x``.
 
-    Non-finite values are dropped and counted; fewer than 8 finite values or a
-    constant layer give an explanatory ``status`` and no fits.
+    Non-finite values, and exact zeros when they form a point mass (over 1%),
+    are dropped and counted; fewer than 8 usable values or a constant layer give
+    an explanatory ``status`` and no fits.
     """
     chosen = resolve_families(families)
-    x_sorted, n_nonfinite = prepare(x)
-    return fit_sorted(x_sorted, n_nonfinite, chosen, ks=ks)
+    x_sorted, n_nonfinite, n_zero = prepare(x)
+    return fit_sorted(x_sorted, n_nonfinite, chosen, ks=ks, n_zero=n_zero)
 
 
-def fit_sorted(x_sorted: np.ndarray, n_nonfinite: int, chosen: Sequence[Family], ks: bool = True) -> LayerFit:
+def fit_sorted(x_sorted: np.ndarray, n_nonfinite: int, chosen: Sequence[Family], ks: bool = True,
+               n_zero: int = 0) -> LayerFit:
     status = layer_status(x_sorted, n_nonfinite)
     if status != "ok":
-        return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status)
+        return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, n_zero_excluded=n_zero)
     fits = {fam.name: fit_family(fam, x_sorted, ks=ks) for fam in chosen}
-    return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, fits=fits)
+    return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, fits=fits, n_zero_excluded=n_zero)

@@ -72,8 +72,8 @@ class LayerResult:
 
 def analyse_values(values: np.ndarray, options: FitOptions, seed: int) -> tuple[LayerFit, LayerAssessment | None, np.ndarray]:
     """Fit and assess one layer's values; also returns the sorted finite values for plotting."""
-    x_sorted, n_nonfinite = prepare(values)
-    layer_fit = fit_sorted(x_sorted, n_nonfinite, resolve_families(options.families))
+    x_sorted, n_nonfinite, n_zero = prepare(values)
+    layer_fit = fit_sorted(x_sorted, n_nonfinite, resolve_families(options.families), n_zero=n_zero)
     assessment = None
     if layer_fit.ok:
         assessment = assess_layer(x_sorted, layer_fit, n_boot=options.n_boot, max_boot_n=options.boot_max_n, seed=seed)
@@ -118,6 +118,7 @@ def _layer_columns(r: LayerResult, n_layers: int) -> dict:
         "dtype": r.dtype,
         "n": r.fit.n,
         "n_nonfinite": r.fit.n_nonfinite,
+        "n_zero_excluded": r.fit.n_zero_excluded,
         "subsampled_from": r.subsampled_from,
         "status": r.fit.status if not r.note else f"{r.fit.status}; {r.note}",
         "excess_kurtosis": tail.excess_kurtosis if tail else math.nan,

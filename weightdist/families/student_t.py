@@ -8,8 +8,10 @@ the full data needs only a few passes.
 The df cap: for large ν, log t_ν(x) − log φ(x) = (x⁴ − 2x² − 1)/(4ν) + O(ν⁻²), whose
 expectation under the Gaussian is zero, so the best possible gain of a t over a
 Gaussian fit is O(ν⁻²) nats per weight. At ν = 10⁴ that is below 10⁻⁸ nats per
-weight: no sample size we meet can tell them apart, so ν is capped there and
-reported as "Gaussian limit".
+weight (10⁻¹² at the cap of 10⁶): no sample size we meet can tell them apart, so ν is capped there and
+reported as "Gaussian limit". On data that is lighter-tailed than a Gaussian the
+likelihood keeps rising towards ν = ∞; stopping at the cap then costs at most
+|excess kurtosis| / (4ν) nats per weight, under 3e-7 even for uniform data.
 """
 from __future__ import annotations
 
@@ -21,14 +23,18 @@ from scipy import special, stats
 
 from .base import Estimate, Family, register_family
 
-DF_CAP = 1e4
+DF_CAP = 1e6
 DF_FLOOR = 0.05
 SUBSAMPLE = 20_000
 
 
 def _const(nu: float) -> tuple[float, float, float]:
     """c(ν) = log Γ((ν+1)/2) − log Γ(ν/2) − ½ log(νπ) and its first two derivatives."""
-    c = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
+    if nu >= 1e3:  # two huge gammaln cancel: use the asymptotic series of log Γ(z+½) − log Γ(z), z = ν/2
+        z = nu / 2
+        c = -0.5 * math.log(2 * math.pi) - 1 / (8 * z) + 1 / (192 * z**3) + 1 / (640 * z**5)
+    else:
+        c = special.gammaln((nu + 1) / 2) - special.gammaln(nu / 2) - 0.5 * math.log(nu * math.pi)
     c1 = 0.5 * (special.digamma((nu + 1) / 2) - special.digamma(nu / 2)) - 0.5 / nu
     c2 = 0.25 * (special.polygamma(1, (nu + 1) / 2) - special.polygamma(1, nu / 2)) + 0.5 / nu**2
     return float(c), float(c1), float(c2)

@@ -17,12 +17,12 @@ DEFAULT_MODEL = "resnet20_fashionmnist"
 REPORTS_DIR = Path("reports")
 
 
-def _load(spec_or_model: Any, init: bool, seed: int):
+def _load(spec_or_model: Any, init: bool, seed: int, weights_file: str | None = None):
     """A LoadedModel for a name/path, or a thin description of an in-memory model."""
     from .models import load_model
 
     if isinstance(spec_or_model, (str, Path)):
-        loaded = load_model(str(spec_or_model), init=init, seed=seed)
+        loaded = load_model(str(spec_or_model), init=init, seed=seed, weights_file=weights_file)
         return loaded, RunInfo(loaded.name, loaded.source, loaded.path, loaded.sha256, "", {})
     kind = type(spec_or_model).__name__
     return spec_or_model, RunInfo(kind, f"in-memory {kind}", None, None, "", {})
@@ -66,6 +66,7 @@ def fit_report(
     plot_layers: int | None = None,
     command: str | None = None,
     progress: bool = True,
+    weights_file: str | None = None,
 ) -> Path:
     """Fit every layer of ``model`` and write a complete report folder atomically; returns it."""
     from .plots import evenly_spaced, layer_figure, overview_figure, safe_filename, save_figure
@@ -73,7 +74,7 @@ def fit_report(
     out = atomic.check_writable_dir(out or default_out(model, init))  # before any expensive work
     command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")
     t0 = time.perf_counter()
-    loaded, info = _load(model, init, options.seed)
+    loaded, info = _load(model, init, options.seed, weights_file)
     t_loaded = time.perf_counter()
     layers = _iter_layers(loaded, options)
     total = None

@@ -122,6 +122,28 @@ def _profile_fit(x: np.ndarray, mu: float, beta: float, max_outer: int = 50) -> 
     return mu, beta, ll, False
 
 
+def _log_sum_pow(x: np.ndarray, mu: float, beta: float) -> float:
+    return _Profile(x, mu).sums(beta, 0)[0]
+
+
+def _cusp_search(x_sorted: np.ndarray, mu: float, beta: float, budget: float = 3e8) -> float:
+    """For β < 1, Σ|x − μ|^β is concave between data points, so its minima sit on data points
+    and local steps stall on a cusp. Try every data point within ±3 standard errors of μ
+    (an evenly spaced subset when that would cost more than ``budget`` element operations;
+    a single cusp is worth O(1/n) nats per weight, so large layers need few candidates)."""
+    n = x_sorted.size
+    scale = math.exp(_log_sum_pow(x_sorted, mu, beta) / beta) * (beta / n) ** (1 / beta)
+    half = 3 * scale / math.sqrt(n)
+    lo, hi = np.searchsorted(x_sorted, [mu - half, mu + half])
+    if hi - lo < 1:
+        return mu
+    count = int(min(hi - lo, max(16, budget // n)))
+    candidates = np.unique(np.linspace(lo, hi - 1, count).astype(int))
+    values = np.array([_log_sum_pow(x_sorted, x_sorted[i], beta) for i in candidates])
+    best = int(np.argmin(values))
+    return float(x_sorted[candidates[best]]) if values[best] < _log_sum_pow(x_sorted, mu, beta) else mu
+
+
 def _start(x_sorted: np.ndarray) -> tuple[float, float]:
     """Nelder-Mead on the profile of a small quantile subsample: a robust global start."""
     n = x_sorted.size
@@ -156,6 +178,14 @@ class GenNorm(Family):
         if n > SUBSAMPLE:
             mu, beta, _, _ = _profile_fit(x_sorted[:: n // SUBSAMPLE], mu, beta)
         mu, beta, ll, converged = _profile_fit(x_sorted, mu, beta)
+        for _ in range(3):  # β < 1: the profile in μ has a cusp at every data point
+            if beta >= 1:
+                break
+            new_mu = _cusp_search(x_sorted, mu, beta)
+            new_beta, new_ll = _Profile(x_sorted, new_mu).newton_beta(beta)
+            if new_ll <= ll:
+                break
+            mu, beta, ll = new_mu, new_beta, new_ll
         note = "" if converged else "profile optimisation did not converge"
         if beta >= UNIFORM_LIKE_BETA:
             note = f"uniform limit: β={beta:.3g}"

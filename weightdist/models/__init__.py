@@ -130,6 +130,21 @@ def _load_torchvision(name: str, init: bool, seed: int) -> LoadedModel:
 HF_PROBE_URL = "https://huggingface.co"
 
 
+def _hf_offline() -> None:
+    """Make huggingface_hub answer from its cache at once instead of retrying the network.
+
+    The library reads HF_HUB_OFFLINE when it is imported, so the flag is set both in the
+    environment (for subprocesses) and on the already-imported constants module.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hf_constants
+
+        hf_constants.HF_HUB_OFFLINE = True
+    except ImportError:
+        pass
+
+
 def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> LoadedModel:
     import timm
 
@@ -145,7 +160,7 @@ def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> Lo
         module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
         return LoadedModel(spec, f"timm {name} from {weights_file}", str(weights_file), sha256_of(weights_file), module, module.state_dict())
     if not host_reachable(HF_PROBE_URL):
-        os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once from the cache instead of retrying
+        _hf_offline()
     try:
         module = timm.create_model(name, pretrained=True)
     except Exception as exc:  # hub errors vary by version; all mean "weights not available here"

@@ -1,0 +1,117 @@
+"""Fitting engine against the obvious baseline: scipy's ``dist.fit`` + ``kstest`` per layer
+per family (what fitter and distfit do), both timed in the same run on this machine.
+
+    TORCH_HOME=../shared/torch python benchmarks/bench_fit.py [--quick]
+
+Per model it prints the baseline time, the engine time (sort + four MLE fits + four
+exact KS statistics per layer; model loading excluded), their ratio, the worst
+log-likelihood gap per weight (engine − scipy; ≥ −1e-6 means the engine's MLE is at
+least as good), the worst KS mismatch (engine's statistic against scipy.stats.kstest
+at the engine's parameters) and the engine's peak extra memory (tracemalloc) against
+the model's float32 size. For ResNet-50 the scipy baseline is timed on every 6th
+layer and extrapolated by weight count (stated in the table).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+from scipy import stats
+
+from weightdist.extract import extract_layers
+from weightdist.fitting import fit, resolve_families
+from weightdist.models import load_model
+
+SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}
+SHAPE = {"student_t": "df", "gennorm": "beta"}
+
+
+def scipy_args(family, params):
+    return ((params[SHAPE[family]],) if family in SHAPE else ()) + (params["loc"], params["scale"])
+
+
+def baseline(values: np.ndarray) -> tuple[float, dict]:
+    """scipy's generic MLE and KS test for each family; returns time and log-likelihoods."""
+    t0 = time.perf_counter()
+    logliks = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for family, dist in SCIPY.items():
+            params = dist.fit(values)
+            stats.kstest(values, dist.cdf, args=params)
+            logliks[family] = float(dist.logpdf(values, *params).sum())
+    return time.perf_counter() - t0, logliks
+
+
+def engine(layers) -> tuple[float, list]:
+    t0 = time.perf_counter()
+    results = [fit(layer.values) for layer in layers]
+    return time.perf_counter() - t0, results
+
+
+def peak_extra_memory(layers) -> int:
+    tracemalloc.start()
+    for layer in layers:
+        fit(layer.values)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def bench(spec: str, init: bool, baseline_every: int) -> dict:
+    layers = extract_layers(load_model(spec, init=init))
+    n_total = sum(layer.numel for layer in layers)
+    t_engine, results = engine(layers)
+    base_layers = layers[::baseline_every]
+    t_base, worst_gap, worst_ks = 0.0, np.inf, 0.0
+    for layer in base_layers:
+        seconds, ref = baseline(layer.values)
+        t_base += seconds
+        res = results[layers.index(layer)]
+        for family, f in res.fits.items():
+            worst_gap = min(worst_gap, (f.loglik - ref[family]) / f.n)
+            scipy_ks = stats.kstest(layer.values, SCIPY[family].cdf, args=scipy_args(family, f.params)).statistic
+            worst_ks = max(worst_ks, abs(f.ks_stat - scipy_ks))
+    scale = n_total / sum(layer.numel for layer in base_layers)
+    return {
+        "model": spec + (" (init)" if init else ""),
+        "layers": len(layers),
+        "weights": n_total,
+        "baseline_s": t_base * scale,
+        "baseline_note": "measured" if baseline_every == 1 else f"every {baseline_every}th layer, ×{scale:.1f} by weights",
+        "engine_s": t_engine,
+        "ratio": t_base * scale / t_engine,
+        "worst_gap": worst_gap,
+        "worst_ks": worst_ks,
+        "peak_mb": peak_extra_memory(layers) / 2**20,
+        "model_mb": n_total * 4 / 2**20,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="resnet20_cifar10 only")
+    args = ap.parse_args()
+    cases = [("resnet20_cifar10", False, 1)]
+    if not args.quick:
+        cases += [("mobilenet_v2", False, 1), ("resnet50", True, 6)]
+    rows = []
+    for spec, init, every in cases:
+        row = bench(spec, init, every)
+        rows.append(row)
+        print(f"{row['model']}: baseline {row['baseline_s']:.1f}s ({row['baseline_note']}), engine {row['engine_s']:.2f}s, "
+              f"ratio {row['ratio']:.0f}x, worst loglik gap {row['worst_gap']:+.2e}/weight, worst KS mismatch {row['worst_ks']:.1e}, "
+              f"peak extra memory {row['peak_mb']:.0f} MB (model float32 {row['model_mb']:.0f} MB)", flush=True)
+    print()
+    print("| model | layers | weights | scipy baseline (s) | engine (s) | ratio | worst loglik gap / weight | worst KS mismatch | peak extra MB / model MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['layers']} | {r['weights']:,} | {r['baseline_s']:.1f} ({r['baseline_note']}) | {r['engine_s']:.2f} | "
+              f"{r['ratio']:.0f}× | {r['worst_gap']:+.1e} | {r['worst_ks']:.1e} | {r['peak_mb']:.0f} / {r['model_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A corpus of broken and hostile weight files, built at test time (never committed binaries).
+
+Each case: (id, builder(tmp_path) -> path to pass to the tool, regex the one-line error must match).
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+MARKER_NAME = "PAYLOAD_RAN"
+
+
+class Payload:
+    """Unpickling this object would create a marker file: proof that code ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def small_state() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"conv.weight": torch.randn(8, 4, 3, 3, generator=g), "fc.weight": torch.randn(10, 32, generator=g), "fc.bias": torch.zeros(10)}
+
+
+def _save(tmp: Path, name: str, obj, legacy: bool = False) -> Path:
+    path = tmp / name
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def hostile(suffix: str, legacy: bool = False) -> Callable[[Path], Path]:
+    return lambda tmp: _save(tmp, f"evil{suffix}", {"state_dict": small_state(), "x": Payload(tmp / MARKER_NAME)}, legacy)
+
+
+def full_model_pickle(tmp: Path) -> Path:
+    return _save(tmp, "model.pt", torch.nn.Sequential(torch.nn.Linear(4, 2)))
+
+
+def truncated(legacy: bool) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        path = _save(tmp, "cut.pth", small_state(), legacy)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        return path
+
+    return build
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], lie: Callable[[dict], None] | None = None) -> bytes:
+    header, blobs, offset = {}, [], 0
+    for name, t in tensors.items():
+        data = t.contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if lie:
+        lie(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + b"".join(blobs)
+
+
+def safetensors_file(name: str, data: bytes) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        path = tmp / name
+        path.write_bytes(data)
+        return path
+
+    return build
+
+
+def _offsets_past_end(header: dict) -> None:
+    header["fc.weight"]["data_offsets"][1] += 4096
+
+
+def _shape_mismatch(header: dict) -> None:
+    header["conv.weight"]["shape"] = [8, 4, 3, 4]
+
+
+FLOAT_STATE = {k: v.float() for k, v in small_state().items()}
+PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def write(name: str, data: bytes) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        path = tmp / name
+        path.write_bytes(data)
+        return path
+
+    return build
+
+
+def directory(tmp: Path) -> Path:
+    path = tmp / "weights.pth"
+    path.mkdir()
+    return path
+
+
+BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("pickle-payload-zip-pth", hostile(".pth"), r"refusing to unpickle .*evil\.pth.*code execution"),
+    ("pickle-payload-zip-bin", hostile(".bin"), r"refusing to unpickle .*evil\.bin"),
+    ("pickle-payload-legacy-pt", hostile(".pt", legacy=True), r"refusing to unpickle .*evil\.pt"),
+    ("full-model-pickle", full_model_pickle, r"refusing to unpickle .*model\.pt"),
+    ("empty-file", write("empty.pth", b""), r"empty\.pth is empty"),
+    ("truncated-zip", truncated(legacy=False), r"cut\.pth: not a readable PyTorch checkpoint"),
+    ("truncated-legacy-pickle", truncated(legacy=True), r"cut\.pth: not a (readable )?PyTorch checkpoint"),
+    ("safetensors-offsets-past-end", safetensors_file("lie.safetensors", safetensors_bytes(FLOAT_STATE, _offsets_past_end)), r"lie\.safetensors: invalid safetensors file"),
+    ("safetensors-shape-vs-bytes", safetensors_file("lie.safetensors", safetensors_bytes(FLOAT_STATE, _shape_mismatch)), r"lie\.safetensors: invalid safetensors file"),
+    ("safetensors-header-longer-than-file", write("big.safetensors", struct.pack("<Q", 10**9) + b"{}"), r"big\.safetensors: invalid safetensors file"),
+    ("safetensors-garbage-header", write("junk.safetensors", struct.pack("<Q", 16) + b"not json at all!"), r"junk\.safetensors: invalid safetensors file"),
+    ("wrong-extension", write("weights.txt", b"hello"), r"weights\.txt: unsupported file type '\.txt'"),
+    ("png-renamed-pth", write("image.pth", PNG_BYTES), r"image\.pth: not a (readable )?PyTorch checkpoint"),
+    ("directory-as-file", directory, r"weights\.pth is a directory"),
+    ("missing-path", lambda tmp: tmp / "nope.pth", r"no such file: .*nope\.pth"),
+    ("no-float-tensors", lambda tmp: _save(tmp, "ints.pt", {"step": torch.tensor(3), "ids": torch.arange(10)}), r"ints\.pt: holds no floating-point tensors"),
+    ("no-tensors-at-all", lambda tmp: _save(tmp, "meta.pt", {"epoch": 3, "name": "run"}), r"meta\.pt: holds no tensors"),
+    ("safetensors-only-ints", safetensors_file("ints.safetensors", b""), r"ints\.safetensors: holds no floating-point tensors"),
+]
+
+
+def _int_safetensors(tmp: Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = tmp / "ints.safetensors"
+    save_file({"ids": torch.arange(10)}, str(path))
+    return path
+
+
+BAD_INPUT_CASES[-1] = ("safetensors-only-ints", _int_safetensors, r"ints\.safetensors: holds no floating-point tensors")

@@ -67,14 +67,17 @@ def fit_report(
     command: str | None = None,
     progress: bool = True,
     weights_file: str | None = None,
+    label: str | None = None,
 ) -> Path:
     """Fit every layer of ``model`` and write a complete report folder atomically; returns it."""
     from .plots import evenly_spaced, layer_figure, overview_figure, safe_filename, save_figure
 
-    out = atomic.check_writable_dir(out or default_out(model, init))  # before any expensive work
+    out = atomic.check_writable_dir(out or default_out(label or model, init))  # before any expensive work
     command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")
     t0 = time.perf_counter()
     loaded, info = _load(model, init, options.seed, weights_file)
+    if label:
+        info = dataclasses.replace(info, model=label)
     t_loaded = time.perf_counter()
     layers = _iter_layers(loaded, options)
     total = None

@@ -48,7 +48,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     else:
         out = fit_report(args.model or DEFAULT_MODEL, args.out, init=args.init, options=fit_options(args),
                          plots=not args.no_plots, plot_layers=args.plot_layers, command=args.command_line,
-                         progress=not args.quiet, weights_file=args.weights)
+                         progress=not args.quiet, weights_file=args.weights, label=args.label)
     print(f"wrote {out}/report.md")
     return 0
 
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--over-training", metavar="DIR", default=None, help="folder of weight snapshots saved during training: plot the fits across training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--init", action="store_true", help="same architecture, random initialisation instead of trained weights")
+    p.add_argument("--label", default=None, help="model name to show in the report (default: the model name or file name)")
     p.add_argument("--weights", metavar="FILE", default=None, help="local weights for a timm:<name> model (timm's pretrained_cfg_overlay file)")
     add_fit_options(p)
     p.set_defaults(func=cmd_fit)

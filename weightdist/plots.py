@@ -72,7 +72,8 @@ def layer_figure(result, x_sorted: np.ndarray):
     if best:
         plot_qq(x_sorted, best, result.fit.fits[best].params, ax=axes[2])
     axes[0].legend(fontsize=7, frameon=False)
-    fig.suptitle(f"{result.name}  ({result.kind}, {'x'.join(map(str, result.shape))}, best: {best})", fontsize=10)
+    layer = result.layer
+    fig.suptitle(f"{layer.name}  ({layer.kind}, {'x'.join(map(str, layer.shape))}, best: {best})", fontsize=10)
     fig.tight_layout()
     return fig
 

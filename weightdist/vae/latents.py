@@ -138,10 +138,13 @@ class VampLatent(_DiagonalGaussianPosterior):
     def __init__(self, latent_dim, features):
         super().__init__(latent_dim, features)
         self.pseudo = nn.Parameter(torch.rand(self.pseudo_inputs, 784) * 0.2 - 0.1)
-        self.encoder_trunk: nn.Module | None = None  # set by the VAE: pseudo-inputs go through the same encoder
+
+    def bind_encoder(self, trunk: nn.Module) -> None:
+        """Pseudo-inputs go through the VAE's own encoder (kept unregistered: it is the VAE's module)."""
+        object.__setattr__(self, "_trunk", trunk)
 
     def _components(self):
-        mu, log_var = self.posterior(self.encoder_trunk(torch.sigmoid(self.pseudo)))
+        mu, log_var = self.posterior(self._trunk(torch.sigmoid(self.pseudo)))
         return mu, log_var
 
     def log_prior(self, z):

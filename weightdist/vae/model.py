@@ -43,7 +43,7 @@ class VAE(nn.Module):
             raise ValueError(f"prior: {exc.args[0]}; registered: {', '.join(LATENTS)}") from None
         self.latent = latent_cls(latent_dim, HIDDEN[-1])
         if isinstance(self.latent, VampLatent):
-            self.latent.encoder_trunk = self.encoder
+            self.latent.bind_encoder(self.encoder)
         self.decoder = mlp((self.latent.code_dim, *reversed(HIDDEN), PIXELS))
 
     def posterior(self, x: torch.Tensor):

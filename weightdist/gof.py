@@ -208,7 +208,8 @@ def verdict(layer_fit: LayerFit, pairs: Sequence[PairTest]) -> str:
             continue
         other = t.family_b if t.family_a == best else t.family_a
         gain = (fits[best].loglik - fits[other].loglik) / layer_fit.n
-        label = f"z={t.statistic:.1f}" if t.test == "vuong" else f"LR={t.statistic:.3g}"
+        z = t.statistic if t.family_a == best else -t.statistic  # positive: evidence for the best family
+        label = f"z={z:.1f}" if t.test == "vuong" else f"LR={t.statistic:.3g}"
         if t.favoured == best and gain > DECISIVE_GAIN:
             decisive.append(f"{_label(other)} ({t.test.upper() if t.test == 'lrt' else 'Vuong'} {label})")
         else:

@@ -116,16 +116,17 @@ def markdown_layer_table(table: pd.DataFrame) -> str:
     layers = table.drop_duplicates("layer").set_index("layer")
     fitted = table[table["family"] != ""]
     pivot = {f: g.set_index("layer") for f, g in fitted.groupby("family")}
-    lines = ["| # | layer | kind | shape | n | best | β (gennorm) | df (t) | KS (best) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| # | layer | kind | shape | n | best | β (gennorm) | df (t) | KS (best) | KS p corrected (best) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     best_rows = fitted[fitted["is_best"].astype(bool)].set_index("layer")
     for name, row in layers.iterrows():
         beta = pivot["gennorm"]["beta"].get(name) if "gennorm" in pivot else None
         df = pivot["student_t"]["df"].get(name) if "student_t" in pivot else None
         ks = best_rows["ks_stat"].get(name) if name in best_rows.index else None
+        p_corrected = best_rows["ks_pvalue_corrected"].get(name) if name in best_rows.index else None
         lines.append(
             f"| {row['index']} | `{name}` | {row['kind']} | {row['shape']} | {row['n']} | {row['best'] or '—'} | "
-            f"{_fmt(beta)} | {_fmt(df)} | {_fmt(ks)} | {row['verdict']} |"
+            f"{_fmt(beta)} | {_fmt(df)} | {_fmt(ks)} | {_fmt(p_corrected, '.2g') or 'not computed'} | {row['verdict']} |"
         )
     return "\n".join(lines)
 

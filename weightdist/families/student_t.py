@@ -93,12 +93,14 @@ def _newton(x: np.ndarray, theta: np.ndarray, max_iter: int, tol: float) -> tupl
             return theta, ll, True
         full = np.zeros(3)
         full[free] = step
-        t = 1.0
+        # Trust region: at most a factor e in σ and ν, and 5σ in μ, per iteration.
+        limit = np.array([5 * math.exp(eta), 1.0, 1.0])
+        t = min(1.0, float(np.min(limit / np.maximum(np.abs(full), 1e-300))))
         while t > 1e-8:
             cand = theta + t * full
             cand[2] = min(max(cand[2], lo), hi)
             cand_ll = loglik(x, cand[0], math.exp(cand[1]), math.exp(cand[2]))
-            if cand_ll >= ll:
+            if cand_ll >= ll:  # NaN compares False: a failed evaluation is a rejected step
                 break
             t *= 0.5
         else:

@@ -6,7 +6,7 @@ from typing import Mapping
 import numpy as np
 from scipy import special, stats
 
-from .base import Estimate, Family, register_family
+from .base import Estimate, Family, dot, register_family
 
 
 @register_family
@@ -17,7 +17,7 @@ class Gaussian(Family):
     def fit(self, x_sorted: np.ndarray) -> Estimate:
         n = x_sorted.size
         loc = float(np.mean(x_sorted, dtype=np.float64))
-        scale = float(np.sqrt(np.dot(x_sorted - loc, x_sorted - loc) / n))
+        scale = float(np.sqrt(dot(x_sorted - loc, x_sorted - loc) / n))
         # At the MLE the quadratic term sums to n/2 exactly.
         loglik = -0.5 * n * (np.log(2 * np.pi * scale**2) + 1.0)
         return Estimate({"loc": loc, "scale": scale}, loglik=float(loglik))

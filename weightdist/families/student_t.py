@@ -21,7 +21,7 @@ from typing import Mapping
 import numpy as np
 from scipy import special, stats
 
-from .base import Estimate, Family, register_family
+from .base import Estimate, Family, dot, register_family
 
 DF_CAP = 1e6
 DF_FLOOR = 0.05
@@ -55,10 +55,10 @@ def _derivatives(x: np.ndarray, mu: float, sigma: float, nu: float):
     inv = 1.0 / (nu + q)
     inv2 = inv * inv
     ll_sum = float(np.sum(np.log1p(q / nu)))
-    a, b = float(u @ inv), float(q @ inv)
-    i2, q2, u2 = float(inv2.sum()), float(q @ inv2), float(u @ inv2)
+    a, b = dot(u, inv), dot(q, inv)
+    i2, q2, u2 = float(inv2.sum()), dot(q, inv2), dot(u, inv2)
     qinv2 = q * inv2
-    qq, uq = float(q @ qinv2), float(u @ qinv2)
+    qq, uq = dot(q, qinv2), dot(u, qinv2)
     c, c1, c2 = _const(nu)
     ll = n * (c - math.log(sigma)) - 0.5 * (nu + 1) * ll_sum
     g_mu = (nu + 1) / sigma * a

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import socket
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +20,7 @@ import torch
 from ..errors import CheckpointError, WeightsNotCachedError
 
 PROBE_TIMEOUT_S = 3.0
+DOWNLOAD_SOCKET_TIMEOUT_S = 5.0  # per socket operation: a stalled connection fails fast, a slow one still works
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
 
@@ -35,13 +37,26 @@ def cache_path(url: str) -> Path:
 
 
 def host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """One short TCP connect: is there a network at all? (no retries, bounded time)"""
+    """One short TCP connect: is there a network at all? (no retries, bounded time)
+
+    Name resolution is not covered by socket timeouts (a dead resolver can block
+    getaddrinfo for 20 s and more), so the whole probe runs in a daemon thread and
+    is abandoned after ``timeout`` seconds.
+    """
     parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="weightdist-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
 
 
 def not_cached_message(what: str, path: Path, url: str) -> str:
@@ -58,7 +73,7 @@ def fetch(url: str, what: str) -> tuple[Path, str]:
             raise WeightsNotCachedError(not_cached_message(what, path, url))
         path.parent.mkdir(parents=True, exist_ok=True)
         previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(30)
+        socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
         try:
             torch.hub.download_url_to_file(url, str(path), progress=True)
         except Exception as exc:  # network errors come in many types; all mean "not available"

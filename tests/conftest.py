@@ -10,7 +10,7 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # two cores, shared with training jobs
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TORCH = REPO.parent / "shared" / "torch"

@@ -16,7 +16,7 @@ from torch import nn
 
 KINDS = ("conv", "linear", "embedding", "norm", "bias", "other")
 DEFAULT_KINDS = ("conv", "linear", "embedding")
-_NORM_NAME = re.compile(r"(^|[._])(norm|bn|ln|layernorm|layer_norm|batchnorm|groupnorm)\d*($|[._])", re.IGNORECASE)
+_NORM_NAME = re.compile(r"(^|[._])(norm|bn|ln|gn|layernorm|layer_norm|batchnorm|groupnorm)\d*($|[._])", re.IGNORECASE)
 _MODULE_KINDS: tuple[tuple[type, str], ...] = (
     (nn.modules.conv._ConvNd, "conv"),
     (nn.Linear, "linear"),
@@ -111,43 +111,74 @@ def _compile(arg: str, pattern: str | None):
         raise ValueError(f"{arg}: invalid regular expression {pattern!r} ({exc})") from None
 
 
-def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = None, exclude: str | None = None,
-                min_size: int = 1, max_per_layer: int | None = None, seed: int = 0) -> Iterator[Layer]:
-    """Yield one :class:`Layer` per selected tensor, reading (and converting) one tensor at a time."""
+def _normalise_kinds(kinds) -> tuple[str, ...]:
+    if isinstance(kinds, str):  # "conv,linear" from a command line
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    kinds = tuple(kinds)
     unknown = set(kinds) - set(KINDS)
     if unknown:
         raise ValueError(f"kinds: unknown kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
+    return kinds
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = None, exclude: str | None = None,
+                min_size: int = 1, max_per_layer: int | None = None, seed: int = 0) -> Iterator[Layer]:
+    """Yield one :class:`Layer` per selected tensor, reading (and converting) one tensor at a time.
+
+    With ``max_per_layer`` the subsample is drawn before the float64 conversion, so a huge
+    layer costs its own storage plus ``max_per_layer`` doubles, not a float64 copy of it.
+    """
+    kinds = _normalise_kinds(kinds)
+    if max_per_layer is not None and max_per_layer < 1:
+        raise ValueError(f"max_per_layer: must be a positive number of values, got {max_per_layer}")
     inc, exc = _compile("include", include), _compile("exclude", exclude)
     tensors, module_kinds = _source(model_or_state_dict)
+    meta = getattr(tensors, "meta", None)  # lazy files can answer shape and dtype without reading data
     for name in tensors:
         if (inc and not inc.search(name)) or (exc and exc.search(name)):
             continue
-        lazy_dtypes = getattr(tensors, "dtypes", None)
+        if meta is not None:
+            shape, is_float = meta(name)
+            if _kind(name, shape, is_float, module_kinds) not in kinds or int(np.prod(shape, dtype=np.int64)) < min_size:
+                continue  # skipped without reading the tensor
         tensor = tensors[name]
         if not isinstance(tensor, torch.Tensor):
             continue
         shape = tuple(tensor.shape)
-        kind = module_kinds.get(name) or kind_from_name(name, shape)
         is_float = tensor.is_floating_point() or tensor.is_quantized
-        if not is_float:
-            kind = "other"
+        kind = _kind(name, shape, is_float, module_kinds)
         if kind not in kinds or tensor.numel() < min_size:
             continue
-        if kind in ("conv", "linear", "embedding") and not name.endswith("weight") and module_kinds:
-            continue  # e.g. a running statistic registered on a conv module
+        dtype = _dtype_name(tensor.dtype)
         if not is_float:
-            yield Layer(name, kind, shape, tensor.numel(), None, str(tensor.dtype).replace("torch.", ""),
-                        np.empty(0), note=f"{str(tensor.dtype).replace('torch.', '')} buffer, not analysed")
+            what = "bool" if tensor.dtype == torch.bool else "integer" if not tensor.is_complex() else "complex"
+            yield Layer(name, kind, shape, tensor.numel(), None, dtype, np.empty(0), note=f"{what} buffer ({dtype}), not analysed")
             continue
-        values, note = to_float64(tensor)
         subsampled_from = None
-        if max_per_layer is not None and values.size > max_per_layer:
+        if max_per_layer is not None and tensor.numel() > max_per_layer:
             rng = np.random.default_rng([seed, zlib_crc(name)])
-            values = values[np.sort(rng.choice(values.size, size=max_per_layer, replace=False))]
+            index = np.sort(rng.choice(tensor.numel(), size=max_per_layer, replace=False))
+            flat = tensor.dequantize() if tensor.is_quantized else tensor
+            values, note = to_float64(flat.detach().reshape(-1)[torch.from_numpy(index)])
+            note = "quantized tensor, dequantized" if tensor.is_quantized else note
             subsampled_from = tensor.numel()
-        yield Layer(name, kind, shape, tensor.numel(), fan_in(kind, shape), str(tensor.dtype).replace("torch.", ""),
-                    values, subsampled_from, note)
+        else:
+            values, note = to_float64(tensor)
+        yield Layer(name, kind, shape, tensor.numel(), fan_in(kind, shape), dtype, values, subsampled_from, note)
         del tensor
+
+
+def _kind(name: str, shape: tuple[int, ...], is_float: bool, module_kinds: dict[str, str]) -> str:
+    if not is_float:
+        return "other"
+    kind = module_kinds.get(name) or kind_from_name(name, shape)
+    if module_kinds and kind in ("conv", "linear", "embedding") and not name.endswith("weight"):
+        return "other"  # e.g. a custom buffer registered on a conv module, or a pruning mask
+    return kind
 
 
 def zlib_crc(name: str) -> int:

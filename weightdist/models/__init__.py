@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError
 from ..registry import Registry, unknown_name_message
-from .checkpoint import looks_like_file, open_weights, strip_prefix
+from .checkpoint import load_pickle_checkpoint, looks_like_file, open_weights
 from .cifar_resnet import CifarResNet
 from .hub import fetch, host_reachable, sha256_of
 
@@ -44,8 +45,13 @@ class Builtin:
 BUILTINS: Registry[Builtin] = Registry("model")
 
 
-def register_model(name: str, source: str) -> Callable:
-    """Register ``fn() -> (build, weights)`` as a built-in model called ``name``."""
+def register_model(name: str, source: str = "builtin") -> Callable:
+    """Register ``fn() -> (build, weights)`` as a built-in model called ``name``.
+
+    ``build()`` returns the architecture (freshly initialised; ``load_model(init=True)``
+    seeds it); ``weights()`` returns ``(path, sha256, state_dict)`` of the trained weights.
+    ``source`` is the provenance line shown in reports.
+    """
 
     def decorator(fn: Callable[[], tuple[Callable, Callable]]):
         build, weights = fn()
@@ -65,9 +71,10 @@ PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 def _cifar_weights(depth: int):
     def weights():
         url = CIFAR_URL.format(CIFAR_FILES[depth])
+        # fetch: the hub cache file (offline first, sha256 prefix checked); then torch.load(weights_only=True),
+        # the 'state_dict' entry unwrapped and the DataParallel 'module.' prefixes stripped.
         path, sha = fetch(url, f"resnet{depth}_cifar10")
-        state = torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True, weights_only=True)
-        return path, sha, {strip_prefix(k): v for k, v in state.get("state_dict", state).items()}
+        return path, sha, load_pickle_checkpoint(path)
 
     return weights
 
@@ -86,9 +93,7 @@ for _depth in CIFAR_FILES:
 def _resnet20_fashionmnist():
     def weights():
         path = PACKAGE_WEIGHTS / "resnet20_fashionmnist.safetensors"
-        from safetensors.torch import load_file
-
-        return path, sha256_of(path), load_file(str(path))
+        return path, sha256_of(path), dict(open_weights(path))
 
     return (lambda: CifarResNet(20, num_classes=10, in_channels=1)), weights
 
@@ -116,13 +121,31 @@ def _load_torchvision(name: str, init: bool, seed: int) -> LoadedModel:
 
     chosen = next((w for w in candidates if cache_path(w.url).is_file()), enum.DEFAULT)
     path, sha = fetch(chosen.url, name)
-    state = open_weights(path)
+    state = dict(open_weights(path))  # weights_only: nothing in the file can run code
     module = torchvision.models.get_model(name, weights=None)
     try:
-        module.load_state_dict(dict(state))
+        module.load_state_dict(state)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: does not fit torchvision {name} ({' '.join(str(exc).split())[:160]})") from None
+        # Some builders fix keys up on load (densenet's 'norm.1' -> 'norm1'): let torchvision build it
+        # with these weights, handing it the tensors we already read safely instead of its own unpickler.
+        try:
+            module = _torchvision_with_state(name, chosen, state)
+        except Exception:
+            raise CheckpointError(f"{path}: does not fit torchvision {name} ({_one_line(exc)})") from None
     return LoadedModel(name, f"torchvision {type(chosen).__name__}.{chosen.name}", str(path), sha, module, module.state_dict())
+
+
+def _torchvision_with_state(name: str, weights, state: dict) -> nn.Module:
+    from unittest import mock
+
+    import torchvision
+    import torchvision.models._api as tv_api
+
+    def load_state_dict_from_url(url, *args, **kwargs):
+        return dict(state)
+
+    with mock.patch.object(tv_api, "load_state_dict_from_url", load_state_dict_from_url):
+        return torchvision.models.get_model(name, weights=weights)
 
 
 # --- timm ------------------------------------------------------------------------------------------
@@ -130,19 +153,50 @@ def _load_torchvision(name: str, init: bool, seed: int) -> LoadedModel:
 HF_PROBE_URL = "https://huggingface.co"
 
 
-def _hf_offline() -> None:
+@contextmanager
+def _hf_offline():
     """Make huggingface_hub answer from its cache at once instead of retrying the network.
 
     The library reads HF_HUB_OFFLINE when it is imported, so the flag is set both in the
-    environment (for subprocesses) and on the already-imported constants module.
+    environment and on the already-imported constants module, and both are restored after.
     """
+    previous_env = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         import huggingface_hub.constants as hf_constants
-
-        hf_constants.HF_HUB_OFFLINE = True
     except ImportError:
-        pass
+        hf_constants = None
+    previous_const = getattr(hf_constants, "HF_HUB_OFFLINE", None)
+    if hf_constants is not None:
+        hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if previous_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous_env
+        if hf_constants is not None:
+            hf_constants.HF_HUB_OFFLINE = previous_const
+
+
+def hf_hub_cache() -> Path:
+    """Where huggingface_hub keeps downloads, from the environment as it is now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "huggingface")
+    return Path(home) / "hub"
+
+
+def _timm_cache_dir(name: str) -> Path:
+    try:
+        from timm.models import get_pretrained_cfg
+
+        hub_id = (get_pretrained_cfg(name).hf_hub_id or "").split("@")[0]
+    except Exception:  # no pretrained config for this name
+        hub_id = ""
+    folder = "models--" + hub_id.replace("/", "--") if hub_id else ""
+    return hf_hub_cache() / folder if folder else hf_hub_cache()
 
 
 def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> LoadedModel:
@@ -151,25 +205,42 @@ def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> Lo
     name = spec[len("timm:"):]
     if name not in timm.list_models(pretrained=False) and name not in timm.list_models(pretrained=True):
         raise ModelNotFoundError(unknown_name_message("timm model", name, timm.list_models()) + "; see 'weightdist models \"timm:*\"'")
+    if init and weights_file:
+        raise WeightdistError("--init and --weights FILE contradict each other: --init analyses fresh weights, --weights a trained file; pass one")
     if init:
         torch.manual_seed(seed)
         module = timm.create_model(name, pretrained=False)
         return LoadedModel(spec, f"init (seed {seed})", None, None, module, module.state_dict())
     if weights_file:
         open_weights(weights_file)  # validate safely (weights_only) before timm touches the file
-        module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
-        return LoadedModel(spec, f"timm {name} from {weights_file}", str(weights_file), sha256_of(weights_file), module, module.state_dict())
-    if not host_reachable(HF_PROBE_URL):
-        _hf_offline()
+        try:
+            module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
+        except Exception as exc:  # key or shape mismatch, or a format timm cannot read
+            raise CheckpointError(f"{weights_file}: does not fit timm {name} ({_one_line(exc)}); pass the weights saved from this architecture") from None
+        return LoadedModel(spec, f"timm {name} from {weights_file}", str(weights_file), _sha256(weights_file), module, module.state_dict())
+    offline = nullcontext() if host_reachable(HF_PROBE_URL) else _hf_offline()
     try:
-        module = timm.create_model(name, pretrained=True)
+        with offline:
+            module = timm.create_model(name, pretrained=True)
     except Exception as exc:  # hub errors vary by version; all mean "weights not available here"
-        cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
         raise WeightsNotCachedError(
-            f"pretrained weights for timm model {name} are not in the Hugging Face cache ({cache}) and cannot be downloaded "
-            f"({type(exc).__name__}); pass --weights FILE, set HF_HOME to a cache holding them, or use --init"
+            f"pretrained weights for timm model {name} are not in the Hugging Face cache (looked in {_timm_cache_dir(name)}) "
+            f"and cannot be downloaded ({type(exc).__name__}); pass --weights FILE (timm's pretrained_cfg_overlay=dict(file=...)), "
+            f"set HF_HOME to a cache holding them, or use --init"
         ) from None
     return LoadedModel(spec, f"timm {name} pretrained", None, None, module, module.state_dict())
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:160] + "…") if len(text) > 160 else text or type(exc).__name__
+
+
+def _sha256(path) -> str:
+    try:
+        return sha256_of(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its permissions") from None
 
 
 # --- entry points ----------------------------------------------------------------------------------
@@ -196,7 +267,7 @@ def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: st
         if init:
             raise WeightdistError(f"--init needs a named architecture, but {spec} is a weights file; pass a model name (see 'weightdist models')")
         tensors = open_weights(spec)
-        return LoadedModel(Path(spec).name, "file", str(spec), sha256_of(spec), None, tensors)
+        return LoadedModel(Path(spec).name, "file", str(spec), _sha256(spec), None, tensors)
     if spec in BUILTINS:
         entry = BUILTINS.get(spec)
         if init:
@@ -208,7 +279,7 @@ def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: st
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: does not fit {spec} ({' '.join(str(exc).split())[:160]})") from None
+            raise CheckpointError(f"{path}: does not fit {spec} ({_one_line(exc)})") from None
         return LoadedModel(spec, entry.source, str(path), sha, module, module.state_dict())
     if spec in torchvision_names():
         return _load_torchvision(spec, init, seed)

@@ -26,6 +26,7 @@ INDEX_SUFFIXES = (".safetensors.index.json", ".bin.index.json", ".pth.index.json
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params", "weights",
                    "state_dict_ema", "model_ema", "ema")
 _ZIP_MAGIC = b"PK\x03\x04"
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0")  # safetensors header names
 
 
 def looks_like_file(spec: str) -> bool:
@@ -56,8 +57,11 @@ def _short(exc: BaseException) -> str:
 
 def load_pickle_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
     """torch.load with weights_only=True, memory-mapped when the file is a zip checkpoint."""
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its permissions") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head == _ZIP_MAGIC)
     except pickle.UnpicklingError as exc:
@@ -108,7 +112,10 @@ class SafetensorsFile(Mapping):
         try:
             with safe_open(str(path), framework="pt") as f:
                 keys = list(f.keys())
-                self.dtypes = {strip_prefix(k): f.get_slice(k).get_dtype() for k in keys}
+                slices = {strip_prefix(k): f.get_slice(k) for k in keys}
+                # Header metadata, so callers can choose tensors before any data is read.
+                self.dtypes = {k: sl.get_dtype() for k, sl in slices.items()}
+                self.shapes = {k: tuple(sl.get_shape()) for k, sl in slices.items()}
         except Exception as exc:  # SafetensorError and friends
             raise CheckpointError(f"{path}: invalid safetensors file ({_short(exc)}); the header or data is corrupt") from None
         self._names = {strip_prefix(k): k for k in keys}
@@ -126,6 +133,10 @@ class SafetensorsFile(Mapping):
 
     def __iter__(self):
         return iter(self._names)
+
+    def meta(self, name: str) -> tuple[tuple[int, ...], bool]:
+        """(shape, is floating point) from the header alone."""
+        return self.shapes[name], self.dtypes[name] in FLOAT_DTYPES
 
     def __len__(self) -> int:
         return len(self._names)
@@ -186,7 +197,7 @@ def open_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
 
 def _is_float(tensors: Mapping, key: str) -> bool:
     if isinstance(tensors, SafetensorsFile):  # from the header: no tensor data is read
-        return tensors.dtypes[key] in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")
+        return tensors.dtypes[key] in FLOAT_DTYPES
     if isinstance(tensors, ShardedCheckpoint):  # checked lazily: reading every shard here would defeat streaming
         return True
     t = tensors[key]

@@ -71,13 +71,14 @@ def fetch(url: str, what: str) -> tuple[Path, str]:
     if not path.is_file():
         if not host_reachable(url):
             raise WeightsNotCachedError(not_cached_message(what, path, url))
-        path.parent.mkdir(parents=True, exist_ok=True)
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             torch.hub.download_url_to_file(url, str(path), progress=True)
-        except Exception as exc:  # network errors come in many types; all mean "not available"
-            raise WeightsNotCachedError(f"{not_cached_message(what, path, url)} (download failed: {exc})") from None
+        except Exception as exc:  # network and file-system errors come in many types; all mean "not available"
+            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise WeightsNotCachedError(f"{not_cached_message(what, path, url)} (download failed: {reason})") from None
         finally:
             socket.setdefaulttimeout(previous)
     sha = sha256_of(path)

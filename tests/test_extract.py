@@ -309,4 +309,7 @@ def test_iter_layers_peak_rss_is_bounded_by_the_largest_tensor(tmp_path):
 
     r = measure_iter(gb=1.0, tensor_mb=64, folder=tmp_path, max_per_layer=100_000)
     assert r["layers"] == r["tensors"]
-    assert r["peak_rss_mb"] < 3 * r["largest_tensor_mb"] + 400, r
+    # Importing torch alone takes 500-750 MB of RSS here, so the bound is on what streaming adds to that.
+    extra = r["peak_rss_mb"] - r["import_rss_mb"]
+    assert extra < 3 * r["largest_tensor_mb"] + 400, r
+    assert extra < 0.5 * r["file_mb"], r

@@ -217,6 +217,14 @@ def test_unknown_name_suggests_close_names():
         load_model("zzzz_qqq")
 
 
+def test_empty_name_and_home_relative_paths(tmp_path, monkeypatch):
+    with pytest.raises(ModelNotFoundError, match="empty model name"):
+        load_model("  ")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    torch.save({"fc.weight": torch.randn(2, 2)}, tmp_path / "w.pt")
+    assert load_model("~/w.pt").path == str(tmp_path / "w.pt")
+
+
 def test_missing_file_and_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"^no such file: .*gone\.pth; check the path$"):
         load_model(str(tmp_path / "gone.pth"))
@@ -282,3 +290,53 @@ def test_shared_cache_readme_matches_the_registered_files():
 
 def test_loaded_model_fields():
     assert [f.name for f in dataclasses.fields(LoadedModel)] == ["name", "source", "path", "sha256", "module", "tensors"]
+
+
+def test_training_checkpoint_with_optimizer_state(tmp_path):
+    """Unknown wrapper key: the one entry holding model tensors is the state dict; Adam moments are not weights."""
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    path = tmp_path / "run.ckpt"
+    torch.save({"epoch": 3, "notes": "lr 1e-3", "my_net": model.state_dict(), "opt": opt.state_dict()}, path)
+    assert set(load_model(str(path)).tensors) == set(model.state_dict())
+    # Two model-like entries (e.g. an encoder and a decoder): both kept, prefixed by their key.
+    torch.save({"encoder": model[0].state_dict(), "decoder": model[1].state_dict(), "optimizer_1": opt.state_dict()}, path)
+    assert set(load_model(str(path)).tensors) == {"encoder.weight", "encoder.bias", "decoder.weight", "decoder.bias"}
+
+
+# --- hub cache -----------------------------------------------------------------------------------
+
+
+def test_probe_gives_up_on_a_hanging_resolver(monkeypatch):
+    import socket
+
+    from weightdist.models import hub
+
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    start = time.monotonic()
+    assert hub.host_reachable("https://example.invalid", timeout=0.5) is False
+    assert time.monotonic() - start < 2
+
+
+def test_failed_download_is_one_line_naming_the_cache_file(empty_torch_home, monkeypatch):
+    from weightdist.errors import WeightsNotCachedError
+    from weightdist.models import hub
+
+    def refuse(url, dst, progress=True):
+        raise OSError("connection reset\nby peer")
+
+    monkeypatch.setattr(hub, "host_reachable", lambda url, timeout=hub.PROBE_TIMEOUT_S: True)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    with pytest.raises(WeightsNotCachedError, match=r"looked for .*resnet32-d509ac18\.th.*download failed: connection reset by peer") as info:
+        load_model("resnet32_cifar10")
+    assert "\n" not in str(info.value)
+
+
+def test_corrupt_cached_file_fails_its_hash_check(empty_torch_home):
+    folder = empty_torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save({"state_dict": CifarResNet(20).state_dict()}, folder / "resnet20-12fca82f.th")
+    with pytest.raises(CheckpointError, match=r"resnet20-12fca82f\.th: sha256 .* does not match the 12fca82f in its name"):
+        load_model("resnet20_cifar10")

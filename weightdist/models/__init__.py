@@ -212,6 +212,7 @@ def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> Lo
         module = timm.create_model(name, pretrained=False)
         return LoadedModel(spec, f"init (seed {seed})", None, None, module, module.state_dict())
     if weights_file:
+        weights_file = str(Path(weights_file).expanduser())
         open_weights(weights_file)  # validate safely (weights_only) before timm touches the file
         try:
             module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
@@ -259,6 +260,8 @@ def list_models(pattern: str | None = None) -> list[str]:
 def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> LoadedModel:
     """Resolve ``spec`` (file path, ``timm:<name>``, built-in or torchvision name) to weights."""
     spec = str(spec)
+    if not spec.strip():
+        raise ModelNotFoundError("empty model name; pass a model name (see 'weightdist models') or a weights file path")
     if spec.startswith("timm:"):
         return _load_timm(spec, init, seed, weights_file)
     if weights_file:
@@ -267,7 +270,8 @@ def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: st
         if init:
             raise WeightdistError(f"--init needs a named architecture, but {spec} is a weights file; pass a model name (see 'weightdist models')")
         tensors = open_weights(spec)
-        return LoadedModel(Path(spec).name, "file", str(spec), _sha256(spec), None, tensors)
+        path = Path(spec).expanduser()
+        return LoadedModel(path.name, "file", str(path), _sha256(path), None, tensors)
     if spec in BUILTINS:
         entry = BUILTINS.get(spec)
         if init:

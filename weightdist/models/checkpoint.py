@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Iterator
@@ -30,7 +31,12 @@ FLOAT_DTYPES = ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2", "F8_E8M0")  #
 
 
 def looks_like_file(spec: str) -> bool:
-    return os.sep in spec or spec.endswith(SUFFIXES + INDEX_SUFFIXES) or Path(spec).exists()
+    if "/" in spec or os.sep in spec or spec.endswith(SUFFIXES + INDEX_SUFFIXES):
+        return True
+    try:
+        return Path(spec).exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte: not a file here
+        return False
 
 
 def strip_prefix(name: str) -> str:
@@ -38,10 +44,25 @@ def strip_prefix(name: str) -> str:
 
 
 def _check_path(path: Path) -> None:
+    try:
+        _check_path_unguarded(path)
+    except CheckpointError:
+        raise
+    except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, a NUL byte in the name, ...
+        text = str(path).replace("\0", "\\0")
+        shown = text if len(text) <= 200 else f"{text[:100]}…{text[-40:]}"
+        raise CheckpointError(f"{shown}: cannot open it ({getattr(exc, 'strerror', None) or _short(exc)}); check the path") from None
+
+
+def _check_path_unguarded(path: Path) -> None:
+    if "\0" in str(path):
+        raise ValueError("the name contains a NUL byte")
     if not path.exists():
         raise CheckpointError(f"no such file: {path}; check the path")
     if path.is_dir():
         raise CheckpointError(f"{path} is a directory; pass a weights file (.pth/.pt/.bin/.safetensors) or an index .json inside it")
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise CheckpointError(f"{path} is not a regular file (a pipe, socket or device); save the weights to a file and pass that")
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"{path}: permission denied; make the file readable")
     if not str(path).endswith(SUFFIXES + INDEX_SUFFIXES):
@@ -63,7 +84,11 @@ def load_pickle_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its permissions") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head == _ZIP_MAGIC)
+        with warnings.catch_warnings():
+            # A corrupt file makes torch warn (e.g. "Detected pickle protocol 218") before it fails; the
+            # failure is reported on one line below, so the warnings would only be noise on stderr.
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=head == _ZIP_MAGIC)
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "global" in text.lower() or "reduce" in text.lower():  # the pickle names Python code to call
@@ -77,7 +102,13 @@ def load_pickle_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
 
 
 def unwrap_state_dict(obj, path: Path | str) -> dict[str, torch.Tensor]:
-    """The tensors of a bare state dict or of a training checkpoint dict, ``module.`` stripped."""
+    """The tensors of a bare state dict or of a training checkpoint dict, ``module.`` stripped.
+
+    A known wrapper key (``state_dict``, ``model``, ...) wins; otherwise, when the top level
+    holds no tensors itself and exactly one entry holds model tensors, that entry is the state
+    dict. Optimizer states (``{'state': ..., 'param_groups': ...}``: Adam moments and the like)
+    are never taken for weights. Non-tensor values (epochs, metrics, strings) are ignored.
+    """
     if isinstance(obj, torch.Tensor):
         return {"tensor": obj}
     if not isinstance(obj, Mapping):
@@ -87,10 +118,24 @@ def unwrap_state_dict(obj, path: Path | str) -> dict[str, torch.Tensor]:
         if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
             obj = inner
             break
+    else:
+        if not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            holders = [v for v in obj.values() if isinstance(v, Mapping) and not _is_optimizer_state(v) and _has_tensors(v)]
+            if len(holders) == 1:
+                obj = holders[0]
     tensors = dict(_flatten(obj))
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors (keys: {', '.join(map(str, list(obj)[:5]))}); pass a file with model weights")
     return tensors
+
+
+def _is_optimizer_state(obj: Mapping) -> bool:
+    return "state" in obj and "param_groups" in obj
+
+
+def _has_tensors(obj: Mapping, depth: int = 0) -> bool:
+    return depth < 8 and any(isinstance(v, torch.Tensor) or (isinstance(v, Mapping) and not _is_optimizer_state(v) and _has_tensors(v, depth + 1))
+                             for v in obj.values())
 
 
 def _flatten(obj: Mapping, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
@@ -98,7 +143,7 @@ def _flatten(obj: Mapping, prefix: str = "") -> Iterator[tuple[str, torch.Tensor
         name = strip_prefix(f"{prefix}{key}")
         if isinstance(value, torch.Tensor):
             yield name, value
-        elif isinstance(value, Mapping):
+        elif isinstance(value, Mapping) and not _is_optimizer_state(value):
             yield from _flatten(value, f"{name}.")
 
 
@@ -152,6 +197,9 @@ class ShardedCheckpoint(Mapping):
         except Exception as exc:
             raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({_short(exc)})") from None
         self.index = index
+        for file in set(weight_map.values()):
+            if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
+                raise CheckpointError(f"{index}: shard path {file!r} leaves the index's folder; shards must sit beside their index")
         self._shard_of = {strip_prefix(k): (k, index.parent / v) for k, v in weight_map.items()}
         missing = sorted({str(p) for _, p in self._shard_of.values() if not p.is_file()})
         if missing:
@@ -181,7 +229,7 @@ class ShardedCheckpoint(Mapping):
 
 def open_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
     """A name -> tensor mapping for any supported local file, read lazily where the format allows."""
-    path = Path(path)
+    path = Path(path).expanduser()
     _check_path(path)
     name = path.name
     if name.endswith(INDEX_SUFFIXES):

@@ -188,12 +188,14 @@ class VonMisesFisherLatent(_SphericalLatent):
 
     def __init__(self, latent_dim, features):
         super().__init__(latent_dim, features)
-        self.sampler_failures = 0
+        self.sampler_failures = 0  # draws that never accepted within the iteration cap (fall back to the mode)
+        self.sampler_draws = 0
 
     def rsample(self, params, n):
         mu, kappa = params
         z, failures = spherical.vmf_rsample(mu, kappa, n)
         self.sampler_failures += failures
+        self.sampler_draws += z.shape[:-1].numel()
         return z
 
     def log_q(self, z, params):

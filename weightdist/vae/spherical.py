@@ -27,8 +27,15 @@ def log_bessel_iv(v: np.ndarray | float, kappa: np.ndarray | float) -> np.ndarra
         scaled = special.ive(v, kappa)
     direct = np.isfinite(scaled) & (scaled > _TINY)
     out[direct] = np.log(scaled[direct]) + kappa[direct]
-    if not direct.all():
-        out[~direct] = _log_iv_debye(v[~direct], kappa[~direct])
+    rest = ~direct
+    if rest.any():
+        # Tiny κ against the order: the power series I_v(κ) = (κ/2)^v / Γ(v+1) · (1 + κ²/(4(v+1)) + …)
+        # is exact to float64 there; elsewhere the large-order (Debye) expansion takes over.
+        small = rest & (kappa * kappa < 1e-6 * (v + 1))
+        vs, ks = v[small], kappa[small]
+        out[small] = vs * np.log(ks / 2) - special.gammaln(vs + 1) + np.log1p(ks * ks / (4 * (vs + 1)))
+        large = rest & ~small
+        out[large] = _log_iv_debye(v[large], kappa[large])
     return out
 
 
@@ -137,6 +144,9 @@ def vmf_rsample(mu: torch.Tensor, kappa: torch.Tensor, n: int, max_iter: int = 1
     """
     p = mu.shape[-1]
     batch = mu.shape[:-1]
+    out_dtype = mu.dtype
+    # The envelope constants and w lose 1 − w to rounding in float32 at large κ: work in float64.
+    mu, kappa = mu.double(), kappa.double()
     k = kappa.expand(*batch, 1).squeeze(-1)
     k = k.unsqueeze(0).expand(n, *batch)
     m = p - 1
@@ -162,7 +172,7 @@ def vmf_rsample(mu: torch.Tensor, kappa: torch.Tensor, n: int, max_iter: int = 1
     w = torch.where(pending, torch.ones_like(w), w)
     v = _uniform_tangent(k.shape, p, generator, like=mu)
     y = torch.cat([w.unsqueeze(-1), torch.sqrt((1 - w * w).clamp_min(0)).unsqueeze(-1) * v], dim=-1)
-    return _householder_to(mu.unsqueeze(0).expand(n, *mu.shape), y), failures
+    return _householder_to(mu.unsqueeze(0).expand(n, *mu.shape), y).to(out_dtype), failures
 
 
 def power_spherical_log_normalizer(p: int, kappa: torch.Tensor) -> torch.Tensor:

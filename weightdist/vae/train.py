@@ -66,6 +66,37 @@ def load_data(dataset: str = "fashion-mnist", data_dir: str | None = None, seed:
     )
 
 
+TORCHVISION_CLASSES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+
+
+def download_dataset(dataset: str, root: str | Path, timeout: float = 20.0) -> Path:
+    """Fetch MNIST or Fashion-MNIST with torchvision (online only) and return the folder of IDX files.
+
+    Offline this fails within ``timeout`` seconds with a one-line :class:`DatasetError`."""
+    import socket
+
+    from ..errors import DatasetError
+
+    if dataset not in TORCHVISION_CLASSES:
+        raise DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(TORCHVISION_CLASSES)}")
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise DatasetError("--download needs torchvision; install it or pass --data-dir DIR holding the IDX files") from None
+    cls = getattr(tvd, TORCHVISION_CLASSES[dataset])
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError depending on where it fails
+        raise DatasetError(f"could not download {dataset} with torchvision ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                           "offline, install dataset-fashion-mnist or pass --data-dir DIR holding the IDX files") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return Path(root) / TORCHVISION_CLASSES[dataset] / "raw"
+
+
 @dataclass
 class TrainedVAE:
     model: VAE

@@ -147,6 +147,19 @@ def _int_safetensors(tmp: Path) -> Path:
     return path
 
 
+def _index_names_a_tensor_its_shard_lacks(tmp: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(FLOAT_STATE, str(tmp / "model-00001-of-00001.safetensors"))
+    return _index(tmp, "model.safetensors.index.json", {"conv.weight": "model-00001-of-00001.safetensors",
+                                                       "ghost.weight": "model-00001-of-00001.safetensors"})
+
+
+def _shards_without_floats(tmp: Path) -> Path:
+    torch.save({"ids": torch.arange(10), "step": torch.tensor(3)}, tmp / "pytorch_model-00001-of-00001.bin")
+    return _index(tmp, "pytorch_model.bin.index.json", {"ids": "pytorch_model-00001-of-00001.bin", "step": "pytorch_model-00001-of-00001.bin"})
+
+
 BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("pickle-payload-zip-pth", hostile(".pth"), r"refusing to unpickle .*evil\.pth.*code execution"),
     ("pickle-payload-zip-bin", hostile(".bin"), r"refusing to unpickle .*evil\.bin"),
@@ -185,4 +198,7 @@ BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("no-float-tensors", lambda tmp: _save(tmp, "ints.pt", {"step": torch.tensor(3), "ids": torch.arange(10)}), r"ints\.pt: holds no floating-point tensors"),
     ("no-tensors-at-all", lambda tmp: _save(tmp, "meta.pt", {"epoch": 3, "name": "run"}), r"meta\.pt: holds no tensors"),
     ("safetensors-only-ints", _int_safetensors, r"ints\.safetensors: holds no floating-point tensors"),
+    ("index-names-a-tensor-its-shard-lacks", _index_names_a_tensor_its_shard_lacks,
+     r"model\.safetensors\.index\.json: lists 'ghost\.weight' in model-00001-of-00001\.safetensors, but that shard does not hold it"),
+    ("shards-without-float-tensors", _shards_without_floats, r"pytorch_model\.bin\.index\.json: holds no floating-point tensors"),
 ]

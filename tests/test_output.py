@@ -76,6 +76,7 @@ def test_failure_inside_stage_keeps_previous_report(tmp_path):
     out = tmp_path / "report"
     with atomic.staged_dir(out) as stage:
         (stage / "a.txt").write_text("complete")
+        (stage / "report.md").write_text("# weightdist test\n")  # what marks a folder as ours to replace
     with pytest.raises(RuntimeError):
         with atomic.staged_dir(out) as stage:
             (stage / "a.txt").write_text("half")
@@ -111,3 +112,30 @@ def test_kill_mid_run_leaves_previous_report(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert snapshot(out) == before
+
+
+def test_a_users_own_folder_is_never_replaced(tmp_path, capsys):
+    # A report replaces its folder whole: a folder weightdist did not write must be refused, untouched.
+    victim = tmp_path / "thesis"
+    victim.mkdir()
+    (victim / "chapter1.tex").write_text("years of work")
+    assert main(["fit", "--out", str(victim), "--no-plots", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "holds files weightdist did not write" in err and err.count("\n") == 1
+    assert snapshot(victim) == {"chapter1.tex": b"years of work"}
+
+
+def test_the_current_folder_is_refused_as_output(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--out", ".", "--no-plots", *FAST]) == 2
+    assert "choose a new subfolder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_previous_report_and_an_empty_folder_are_replaced(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["fit", "--out", str(empty), "--no-plots", *FAST]) == 0
+    (empty / "stale.txt").write_text("from an older run")
+    assert main(["fit", "--out", str(empty), "--no-plots", *FAST]) == 0  # its report.md says weightdist wrote it
+    assert not (empty / "stale.txt").exists() and (empty / "layers.csv").is_file()

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputError
+from .errors import OutputError, WeightdistError
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -45,9 +45,26 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def is_weightdist_output(folder: Path) -> bool:
+    """True for a folder weightdist wrote (a report, or a VAE checkpoint): only those may be replaced."""
+    report = folder / "report.md"
+    if report.is_file():
+        with open(report, "rb") as f:
+            return f.readline().startswith(b"# weightdist")
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
 def check_writable_dir(out: str | os.PathLike) -> Path:
-    """Fail before any work if ``out`` cannot become a folder we can write in."""
+    """Fail before any work if ``out`` cannot become a folder we can write in.
+
+    A report replaces its folder whole, so an existing folder must be empty or a
+    previous weightdist output: never a user's own folder (or the current one)."""
     out = Path(out)
+    if out.exists() and out.resolve() in (Path.cwd().resolve(), Path(out.resolve().anchor)):
+        raise OutputError(f"cannot write report to {out}: the report replaces its folder whole; choose a new subfolder as --out")
+    if out.is_dir() and any(out.iterdir()) and not is_weightdist_output(out):
+        raise OutputError(f"cannot write report to {out}: the folder holds files weightdist did not write "
+                          "(a report replaces its folder whole); choose a new or empty --out")
     probe_parent = out
     while not probe_parent.exists():
         probe_parent = probe_parent.parent
@@ -94,8 +111,10 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
                 _swap_into_place(stage, out)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
-    except PermissionError as exc:
-        raise OutputError(f"cannot write report to {out}: {exc.strerror}; choose another --out") from None
+    except WeightdistError:  # already one line (some are OSError subclasses)
+        raise
+    except OSError as exc:  # permissions, a full disk, a read-only file system
+        raise OutputError(f"cannot write report to {out}: {exc.strerror or exc}; choose another --out") from None
 
 
 def recover_interrupted(out: Path) -> None:

@@ -115,6 +115,7 @@ def _layer_columns(r: LayerResult, n_layers: int) -> dict:
 
 
 PARAM_COLUMNS = ("loc", "scale", "df", "beta")
+FIT_COLUMNS = ("loglik", "mean_loglik", "aic", "bic", "ks_stat", "ks_pvalue", "converged", "fit_note", "is_best")
 
 
 def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
@@ -135,7 +136,11 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
             )
             row.update({k: v for k, v in extra.get(name, {}).items() if k not in ("layer", "family")})
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in ("layer", "n", "family", *PARAM_COLUMNS, *FIT_COLUMNS):  # present even when no layer was fitted
+        if column not in table:
+            table[column] = pd.Series(False if column == "is_best" else math.nan, index=table.index, dtype=object if column == "is_best" else None)
+    return table
 
 
 def comparison_table(results: Sequence[LayerResult]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,13 +93,25 @@ def load_pickle_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         text = str(exc)
         if "global" in text.lower() or "reduce" in text.lower():  # the pickle names Python code to call
-            reason = next((line.strip() for line in text.splitlines() if "global" in line.lower()), "it references Python code")
-            raise CheckpointError(f"refusing to unpickle {path}: it needs code execution ({_short(reason)}); "
+            called = re.search(r"GLOBAL (\S+)", text)
+            reason = f"it calls {called.group(1)}" if called else "it references Python code"
+            raise CheckpointError(f"refusing to unpickle {path}: it needs code execution ({reason}); "
                                   "re-save it as a state_dict (torch.save(model.state_dict(), ...)) or as .safetensors") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_short(exc)})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_torch_reason(exc)})") from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError/... for broken archives
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_short(exc)})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_torch_reason(exc)})") from None
     return unwrap_state_dict(obj, path)
+
+
+# torch's own advice (allow-listing globals, weights_only=False) would tell users to run a stranger's code.
+_TORCH_ADVICE = ("weights_only", "safe_globals", "In PyTorch 2.6", "Please file an issue", "trusted source", "Check the documentation")
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """torch's error without its advice: the sentences that describe what is wrong with the file."""
+    sentences = re.split(r"(?<=[.:])\s+|\n+", str(exc))
+    kept = [s for s in sentences if s.strip() and not any(a in s for a in _TORCH_ADVICE)]
+    return _short(" ".join(kept)) if kept else type(exc).__name__
 
 
 def unwrap_state_dict(obj, path: Path | str) -> dict[str, torch.Tensor]:
@@ -216,7 +229,23 @@ class ShardedCheckpoint(Mapping):
     def __getitem__(self, name: str) -> torch.Tensor:
         key, path = self._shard_of[name]
         shard = self._shard(path)
-        return shard[strip_prefix(key)]
+        try:
+            return shard[strip_prefix(key)]
+        except KeyError:
+            raise CheckpointError(f"{self.index}: lists {key!r} in {path.name}, but that shard does not hold it; "
+                                  "the index and its shards do not match (download them again)") from None
+
+    def has_float(self) -> bool:
+        """Whether any tensor is floating point, reading one shard at a time (headers only for safetensors)."""
+        for name in self:
+            key, path = self._shard_of[name]
+            shard = self._shard(path)
+            if isinstance(shard, SafetensorsFile):
+                if strip_prefix(key) in shard.dtypes and shard.dtypes[strip_prefix(key)] in FLOAT_DTYPES:
+                    return True
+            elif _is_float(shard, strip_prefix(key)) if strip_prefix(key) in shard else False:
+                return True
+        return False
 
     def __iter__(self):
         # Shard by shard, so streaming touches each file once.
@@ -238,7 +267,7 @@ def open_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
         tensors = SafetensorsFile(path)
     else:
         tensors = load_pickle_checkpoint(path)
-    if not any(_is_float(tensors, k) for k in tensors):
+    if not (tensors.has_float() if isinstance(tensors, ShardedCheckpoint) else any(_is_float(tensors, k) for k in tensors)):
         raise CheckpointError(f"{path}: holds no floating-point tensors; nothing to analyse (pass a file with model weights)")
     return tensors
 
@@ -246,7 +275,5 @@ def open_weights(path: str | os.PathLike) -> Mapping[str, torch.Tensor]:
 def _is_float(tensors: Mapping, key: str) -> bool:
     if isinstance(tensors, SafetensorsFile):  # from the header: no tensor data is read
         return tensors.dtypes[key] in FLOAT_DTYPES
-    if isinstance(tensors, ShardedCheckpoint):  # checked lazily: reading every shard here would defeat streaming
-        return True
     t = tensors[key]
     return t.is_floating_point() or t.is_quantized

@@ -82,12 +82,40 @@ class _Profile:
         return beta, ll
 
 
+def _mu_root(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
+    """For 1 ≤ β ≤ 2, Σ|x − μ|^β is convex in μ: its minimiser is the root of the monotone
+    g(μ) = Σ sign(x − μ)|x − μ|^(β−1), found by bracketing and Brent (superlinear, where
+    weighted-mean steps crawl near β = 1)."""
+    p = beta - 1
+
+    def g(m: float) -> float:
+        r = x - m
+        return float(np.sum(np.sign(r) * np.abs(r) ** p))
+
+    step = 4 * scale / math.sqrt(x.size)
+    lo, hi, g_lo, g_hi = mu - step, mu + step, g(mu - step), g(mu + step)
+    for _ in range(60):
+        if g_lo >= 0 >= g_hi:
+            break
+        step *= 4
+        if g_lo < 0:
+            lo, g_lo = mu - step, g(mu - step)
+        if g_hi > 0:
+            hi, g_hi = mu + step, g(mu + step)
+    if g_lo == 0 or g_hi == 0 or g_lo * g_hi > 0:
+        return lo if g_lo == 0 else hi if g_hi == 0 else mu
+    return float(optimize.brentq(g, lo, hi, xtol=1e-13 * scale, rtol=4 * np.finfo(float).eps))
+
+
 def _mu_step(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
-    """One step lowering Σ|x − μ|^β: a weighted mean (MM) for β ≤ 2, Newton above."""
+    """One step lowering Σ|x − μ|^β: the exact minimiser for 1 ≤ β ≤ 2, a weighted mean (MM)
+    for β < 1, Newton above 2."""
+    if 1 <= beta <= 2:
+        return _mu_root(x, mu, beta, scale)
     r = x - mu
     a = np.abs(r)
     eps = (1e-12 * scale) ** 2
-    if beta <= 2:
+    if beta < 1:
         w = (a * a + eps) ** (beta / 2 - 1)
         return dot(w, x) / float(w.sum())
     m = float(a.max())
@@ -100,10 +128,15 @@ def _mu_step(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
 
 
 def _profile_fit(x: np.ndarray, mu: float, beta: float, max_outer: int = 50) -> tuple[float, float, float, bool]:
-    """Alternate β-Newton and μ-steps until the profile log-likelihood stops rising."""
+    """Alternate β-Newton and μ-steps until the profile log-likelihood stops rising.
+
+    Near β = 1 the μ-steps converge linearly and slowly (Weiszfeld-like), so when two
+    successive steps shrink in the same direction the geometric limit μ + δ/(1 − r)
+    (Aitken) is tried too, and kept when it is better."""
     prof = _Profile(x, mu)
     beta, ll = prof.newton_beta(beta)
     scale = float(np.exp(prof.log_r).mean()) or 1.0  # only sets the MM smoothing floor
+    prev_step = prev_gain = math.nan
     for _ in range(max_outer):
         if beta >= UNIFORM_LIKE_BETA:  # the uniform limit: its location MLE is the midrange
             mid = 0.5 * (float(x.min()) + float(x.max()))
@@ -111,14 +144,25 @@ def _profile_fit(x: np.ndarray, mu: float, beta: float, max_outer: int = 50) -> 
             mid_beta, mid_ll = mid_prof.newton_beta(beta)
             return (mid, mid_beta, mid_ll, True) if mid_ll >= ll else (mu, beta, ll, True)
         new_mu = _mu_step(x, mu, beta, scale)
+        step = new_mu - mu
         new_prof = _Profile(x, new_mu)
         new_beta, new_ll = new_prof.newton_beta(beta)
+        ratio = step / prev_step if prev_step else math.nan
+        if 0 < ratio < 0.99:
+            jump = mu + step / (1 - ratio)
+            jump_prof = _Profile(x, jump)
+            jump_beta, jump_ll = jump_prof.newton_beta(new_beta)
+            if jump_ll > new_ll:
+                new_mu, new_prof, new_beta, new_ll, step = jump, jump_prof, jump_beta, jump_ll, math.nan
         if new_ll < ll:  # the μ step did not help (β > 2 Newton overshoot, or converged)
             return mu, beta, ll, True
         gain = new_ll - ll
         mu, beta, ll, prof = new_mu, new_beta, new_ll, new_prof
-        if gain <= 1e-12 * x.size:
+        # Converged when this gain, or the geometric bound on all further gains, is negligible.
+        shrink = gain / prev_gain if prev_gain > 0 else math.nan
+        if gain <= 1e-12 * x.size or (0 < shrink < 0.9 and gain * shrink / (1 - shrink) <= 1e-10 * x.size):
             return mu, beta, ll, True
+        prev_step, prev_gain = step, gain
     return mu, beta, ll, False
 
 

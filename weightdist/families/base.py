@@ -21,7 +21,7 @@ class Estimate:
 
     params: Mapping[str, float]
     converged: bool = True
-    note: str = ""  # e.g. "Gaussian limit: df at cap 1e4"
+    note: str = ""  # e.g. "Gaussian limit: df at cap 1e+06"
     loglik: float | None = None  # filled when the estimator already knows it exactly
 
 

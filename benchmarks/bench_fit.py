@@ -7,15 +7,17 @@ Per model it prints the baseline time, the engine time (sort + four MLE fits + f
 exact KS statistics per layer; model loading excluded), their ratio, the worst
 log-likelihood gap per weight (engine − scipy; ≥ −1e-6 means the engine's MLE is at
 least as good), the worst KS mismatch (engine's statistic against scipy.stats.kstest
-at the engine's parameters) and the engine's peak extra memory (tracemalloc) against
-the model's float32 size. For ResNet-50 the scipy baseline is timed on every 6th
+at the engine's parameters) and the peak extra memory of the whole
+``weightdist fit --no-plots`` run (peak RSS minus that of a process that only loads the
+model) against the model's float32 size. For ResNet-50 the scipy baseline is timed on every 6th
 layer and extrapolated by weight count (stated in the table).
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
-import tracemalloc
 import warnings
 
 import numpy as np
@@ -52,13 +54,29 @@ def engine(layers) -> tuple[float, list]:
     return time.perf_counter() - t0, results
 
 
-def peak_extra_memory(layers) -> int:
-    tracemalloc.start()
-    for layer in layers:
-        fit(layer.values)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return peak
+_PEAK_RSS = """
+import resource, sys, tempfile
+from weightdist.models import load_model
+spec, init, mode = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+if mode == "load":
+    load_model(spec, init=init)
+else:
+    from weightdist.cli import main
+    with tempfile.TemporaryDirectory() as tmp:
+        assert main(["fit", spec, *(["--init"] if init else []), "--no-plots", "--quiet", "--out", tmp + "/r"]) == 0
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_extra_memory(spec: str, init: bool) -> float:
+    """Peak RSS of the whole ``weightdist fit --no-plots`` run minus that of a process that only
+    loads the model (each in a fresh interpreter), in MiB: what fitting adds on top of the model."""
+    def peak(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _PEAK_RSS, spec, "1" if init else "0", mode],
+                             check=True, capture_output=True, text=True).stdout
+        return int(out.split()[-1])  # KiB on Linux
+
+    return (peak("fit") - peak("load")) / 1024
 
 
 def bench(spec: str, init: bool, baseline_every: int) -> dict:
@@ -86,7 +104,7 @@ def bench(spec: str, init: bool, baseline_every: int) -> dict:
         "ratio": t_base * scale / t_engine,
         "worst_gap": worst_gap,
         "worst_ks": worst_ks,
-        "peak_mb": peak_extra_memory(layers) / 2**20,
+        "peak_mb": peak_extra_memory(spec, init),
         "model_mb": n_total * 4 / 2**20,
     }
 

@@ -105,6 +105,26 @@ def test_tail_shape_kurtosis_and_both_tails():
     assert_allclose(shape.excess_kurtosis, stats.kurtosis(x), rtol=1e-12)
     assert abs(shape.excess_kurtosis - 3.0) < 0.3
     assert shape.hill_left > 2 and shape.hill_right > 2  # light exponential tails: large index
+    # The sorted-array shortcut equals the general estimator on the exceedances from the median.
+    centred = x - x[x.size // 2]
+    assert shape.hill_left == pytest.approx(hill_index(-centred)[0], rel=1e-12)
+    assert shape.hill_right == pytest.approx(hill_index(centred)[0], rel=1e-12)
+
+
+def test_blockwise_vuong_in_pair_tests_equals_the_full_array_test():
+    # More values than one block, so the running moments are merged across blocks.
+    from weightdist.families import get_family
+    from weightdist.gof import pair_tests, vuong_test
+
+    x = np.sort(0.02 * np.random.default_rng(4).standard_t(5, 700_001))
+    fits = fit(x).fits
+    for t in pair_tests(x, fits):
+        if t.test != "vuong":
+            continue
+        a, b = (get_family(n).logpdf(x, fits[n].params) for n in (t.family_a, t.family_b))
+        ref = vuong_test(a, b, fits[t.family_a].k, fits[t.family_b].k, names=(t.family_a, t.family_b))
+        assert_allclose([t.statistic, t.mean_diff], [ref.statistic, ref.mean_diff], rtol=1e-9)
+        assert t.favoured == ref.favoured
 
 
 def test_assessment_has_one_test_per_pair_and_a_readable_verdict():

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from .families import Family, get_family
+from .families.base import blocks
 from .fitting import FamilyFit, LayerFit
 from .ks import ks_statistic
 
@@ -111,16 +112,38 @@ def vuong_test(logpdf_a: np.ndarray, logpdf_b: np.ndarray, k_a: int, k_b: int, c
                names: tuple[str, str] = ("a", "b"), alpha: float = 0.001) -> PairTest:
     """Vuong (1989) z for non-nested models; z > 0 favours a. ω uses the population variance (ddof=0)."""
     d = np.asarray(logpdf_a, dtype=np.float64) - np.asarray(logpdf_b, dtype=np.float64)
-    n = d.size
+    return vuong_from_moments(d.size, float(d.sum()), float(np.std(d)), k_a, k_b, correction, names, alpha)
+
+
+def vuong_from_moments(n: int, total: float, omega: float, k_a: int, k_b: int, correction: str = "bic",
+                       names: tuple[str, str] = ("a", "b"), alpha: float = 0.001) -> PairTest:
+    """Vuong's test from Σd and the standard deviation ω of the pointwise differences d = ℓ_a − ℓ_b."""
     penalty = {"none": 0.0, "aic": float(k_a - k_b), "bic": 0.5 * (k_a - k_b) * math.log(n)}
     if correction not in penalty:
         raise ValueError(f"correction must be one of {', '.join(penalty)}, got {correction!r}")
-    omega = float(np.std(d))
-    lr = float(d.sum()) - penalty[correction]
+    lr = total - penalty[correction]
     z = lr / (math.sqrt(n) * omega) if omega > 0 else 0.0
     p = float(2 * stats.norm.sf(abs(z)))
     favoured = (names[0] if z > 0 else names[1]) if p < alpha else None
-    return PairTest(names[0], names[1], "vuong", z, p, favoured, float(d.mean()))
+    return PairTest(names[0], names[1], "vuong", z, p, favoured, total / n)
+
+
+@dataclass
+class _RunningMoments:
+    """Count, mean and sum of squared deviations, merged block by block (Chan et al.): exact in
+    float64 without keeping the n pointwise differences."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, d: np.ndarray) -> None:
+        n_b, mean_b = d.size, float(d.mean())
+        m2_b = float(np.sum((d - mean_b) ** 2))
+        delta, total = mean_b - self.mean, self.n + n_b
+        self.mean += delta * n_b / total
+        self.m2 += m2_b + delta * delta * self.n * n_b / total
+        self.n = total
 
 
 def likelihood_ratio_test(loglik_restricted: float, loglik_full: float, df_diff: int, boundary: bool,
@@ -154,36 +177,67 @@ def hill_index(tail: np.ndarray) -> tuple[float, int]:
     """Hill estimate of the tail index from positive exceedances, k = floor(sqrt(len))."""
     tail = np.sort(tail[tail > 0])[::-1]
     k = int(math.isqrt(tail.size))
+    return _hill(tail[: k + 1], k), k
+
+
+def _hill(top: np.ndarray, k: int) -> float:
+    """α̂ = 1 / mean(log X_(i) − log X_(k+1)) over the k largest exceedances (``top``: descending, k+1 values)."""
     if k < 5:
-        return math.nan, k
-    logs = np.log(tail[: k + 1])
+        return math.nan
+    logs = np.log(top[: k + 1])
     gamma = float(np.mean(logs[:k] - logs[k]))
-    return (1.0 / gamma if gamma > 0 else math.inf), k
+    return 1.0 / gamma if gamma > 0 else math.inf
+
+
+def excess_kurtosis(x: np.ndarray) -> float:
+    """m4 / m2² − 3 with central moments (``scipy.stats.kurtosis(x, bias=True)``), block by block."""
+    mean = float(np.mean(x, dtype=np.float64))
+    m2 = m4 = 0.0
+    for block in blocks(x):
+        c2 = (block - mean) ** 2
+        m2, m4 = m2 + float(c2.sum()), m4 + float(np.dot(c2, c2))
+    return (m4 / x.size) / (m2 / x.size) ** 2 - 3.0 if m2 > 0 else math.nan
 
 
 def tail_shape(x_sorted: np.ndarray) -> TailShape:
-    centred = x_sorted - x_sorted[x_sorted.size // 2]
-    left, k = hill_index(-centred)
-    right, _ = hill_index(centred)
-    return TailShape(float(stats.kurtosis(x_sorted, fisher=True, bias=True)), left, right, k)
+    """Kurtosis and a Hill index per tail, exceedances measured from the median; ``x_sorted``
+    is ascending, so each tail's largest exceedances are its first (last) k + 1 values."""
+    n = x_sorted.size
+    median = x_sorted[n // 2]
+    n_left = int(np.searchsorted(x_sorted, median, "left"))  # values strictly below the median
+    n_right = n - int(np.searchsorted(x_sorted, median, "right"))
+    k_left, k_right = math.isqrt(n_left), math.isqrt(n_right)
+    left = _hill(median - x_sorted[: k_left + 1], k_left)
+    right = _hill(x_sorted[n - 1 - np.arange(min(k_right + 1, n))] - median, k_right)
+    return TailShape(excess_kurtosis(x_sorted), left, right, k_left)
 
 
 # --- one layer --------------------------------------------------------------------------------------
 
 
 def pair_tests(x_sorted: np.ndarray, fits: Mapping[str, FamilyFit]) -> tuple[PairTest, ...]:
-    """Exactly one test per pair: LRT when one family nests the other, Vuong otherwise."""
-    logpdfs = {name: get_family(name).logpdf(x_sorted, f.params) for name, f in fits.items()}
+    """Exactly one test per pair: LRT when one family nests the other, Vuong otherwise.
+
+    Vuong's statistics come from running moments of the pointwise differences, block by
+    block: no n-sized array per family."""
+    pairs = list(itertools.combinations(fits, 2))
+    nested = {(a, b) for a, b in pairs if b in get_family(a).nests or a in get_family(b).nests}
+    moments = {pair: _RunningMoments() for pair in pairs if pair not in nested}
+    needed = sorted({name for pair in moments for name in pair})
+    for block in blocks(x_sorted):
+        logpdf = {name: get_family(name).logpdf(block, fits[name].params) for name in needed}
+        for (a, b), m in moments.items():
+            m.add(logpdf[a] - logpdf[b])
     tests = []
-    for a, b in itertools.combinations(fits, 2):
-        fam_a, fam_b = get_family(a), get_family(b)
-        if b in fam_a.nests or a in fam_b.nests:
-            full, restricted = (a, b) if b in fam_a.nests else (b, a)
+    for a, b in pairs:
+        if (a, b) in nested:
+            full, restricted = (a, b) if b in get_family(a).nests else (b, a)
             tests.append(likelihood_ratio_test(
                 fits[restricted].loglik, fits[full].loglik, fits[full].k - fits[restricted].k,
                 boundary=restricted in get_family(full).nests_on_boundary, names=(full, restricted), n=x_sorted.size))
         else:
-            tests.append(vuong_test(logpdfs[a], logpdfs[b], fits[a].k, fits[b].k, names=(a, b)))
+            m = moments[(a, b)]
+            tests.append(vuong_from_moments(m.n, m.mean * m.n, math.sqrt(m.m2 / m.n), fits[a].k, fits[b].k, names=(a, b)))
     return tuple(tests)
 
 

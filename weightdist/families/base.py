@@ -70,6 +70,15 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.einsum("i,i->", a, b))
 
 
+BLOCK = 1 << 18  # element-wise work is done this many values at a time: memory stays O(block), not O(n)
+
+
+def blocks(x: np.ndarray, size: int = BLOCK):
+    """Consecutive views of ``x`` (no copies), for sums that would otherwise need n-sized temporaries."""
+    for start in range(0, x.size, size):
+        yield x[start : start + size]
+
+
 FAMILIES: Registry[Family] = Registry("distribution family")
 
 

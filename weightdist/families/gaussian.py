@@ -1,12 +1,13 @@
 """Gaussian: closed-form maximum likelihood (mean, standard deviation with ddof=0)."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
 from scipy import special, stats
 
-from .base import Estimate, Family, dot, register_family
+from .base import Estimate, Family, blocks, dot, register_family
 
 
 @register_family
@@ -17,7 +18,7 @@ class Gaussian(Family):
     def fit(self, x_sorted: np.ndarray) -> Estimate:
         n = x_sorted.size
         loc = float(np.mean(x_sorted, dtype=np.float64))
-        scale = float(np.sqrt(dot(x_sorted - loc, x_sorted - loc) / n))
+        scale = math.sqrt(sum(dot(c, c) for c in (block - loc for block in blocks(x_sorted))) / n)
         # At the MLE the quadratic term sums to n/2 exactly.
         loglik = -0.5 * n * (np.log(2 * np.pi * scale**2) + 1.0)
         return Estimate({"loc": loc, "scale": scale}, loglik=float(loglik))

@@ -14,36 +14,54 @@ from typing import Mapping
 import numpy as np
 from scipy import optimize, special, stats
 
-from .base import Estimate, Family, dot, register_family
+from .base import Estimate, Family, blocks, dot, register_family
 
 SUBSAMPLE = 20_000
 BETA_MIN, BETA_MAX = 0.05, 1e8
 UNIFORM_LIKE_BETA = 1e3  # above this the fit is the uniform limit
 
 
+ZERO_LOG = -1e300  # log|r| stored for r = 0: exp(β·ZERO_LOG) = 0 and 0·ZERO_LOG = 0, so zeros drop out of every sum
+
+
 class _Profile:
-    """Cached log|x − μ| for one μ; evaluates the profile log-likelihood and its β-derivatives."""
+    """Cached log|x − μ| for one μ; evaluates the profile log-likelihood and its β-derivatives.
+
+    One n-sized array is kept, log(|r|/m) with m = max|r| (so |r|^β = m^β (|r|/m)^β never
+    overflows, even for β in the thousands); the sums over it run block by block."""
 
     def __init__(self, x: np.ndarray, mu: float) -> None:
         self.n = x.size
-        r = np.abs(x - mu)
-        self.zero = r == 0
-        r[self.zero] = 1.0
-        self.log_r = np.log(r)
-        # |r|^β is computed as m^β (|r|/m)^β with m = max|r|: no overflow even for β in the thousands.
-        self.log_m = float(self.log_r.max()) if not self.zero.all() else 0.0
-        self.log_r_scaled = self.log_r - self.log_m
+        log_r = np.empty(x.size)
+        with np.errstate(divide="ignore"):
+            for out, block in zip(blocks(log_r), blocks(x)):
+                np.subtract(block, mu, out=out)
+                np.abs(out, out=out)
+                np.log(out, out=out)
+        np.maximum(log_r, ZERO_LOG, out=log_r)
+        top = float(log_r.max())
+        self.log_m = top if top > ZERO_LOG else 0.0
+        log_r -= self.log_m
+        self.log_r_scaled = log_r
 
     def sums(self, beta: float, order: int = 2) -> tuple[float, float, float]:
         """log S and the first two moments of log|r| under weights |r|^β / S (S = Σ|r|^β)."""
-        e = np.exp(beta * self.log_r_scaled)
-        e[self.zero] = 0.0
-        s = float(e.sum())
+        s = s1 = s2 = 0.0
+        for block in blocks(self.log_r_scaled):
+            e = np.exp(beta * block)
+            s += float(e.sum())
+            if order > 0:
+                el = e * block
+                s1 += float(el.sum())
+                if order > 1:
+                    s2 += dot(el, block)
         log_s = beta * self.log_m + math.log(s) if s > 0 else -math.inf
         if order == 0:
             return log_s, math.nan, math.nan
-        el = e * self.log_r
-        return log_s, float(el.sum()) / s, dot(el, self.log_r) / s if order > 1 else math.nan
+        # Moments of log|r| = log(|r|/m) + log m under the weights.
+        m1_scaled = s1 / s
+        m2 = s2 / s + 2 * self.log_m * m1_scaled + self.log_m**2 if order > 1 else math.nan
+        return log_s, m1_scaled + self.log_m, m2
 
     def loglik(self, beta: float, log_s: float | None = None) -> float:
         """n [log β − log 2 − log Γ(1/β) − 1/β − log σ̂], with log σ̂ = log(β S / n) / β."""
@@ -89,8 +107,11 @@ def _mu_root(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
     p = beta - 1
 
     def g(m: float) -> float:
-        r = x - m
-        return float(np.sum(np.sign(r) * np.abs(r) ** p))
+        total = 0.0
+        for block in blocks(x):
+            r = block - m
+            total += float(np.sum(np.sign(r) * np.abs(r) ** p))
+        return total
 
     step = 4 * scale / math.sqrt(x.size)
     lo, hi, g_lo, g_hi = mu - step, mu + step, g(mu - step), g(mu + step)
@@ -109,22 +130,33 @@ def _mu_root(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
 
 def _mu_step(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
     """One step lowering Σ|x − μ|^β: the exact minimiser for 1 ≤ β ≤ 2, a weighted mean (MM)
-    for β < 1, Newton above 2."""
+    for β < 1, Newton above 2. Sums run block by block."""
     if 1 <= beta <= 2:
         return _mu_root(x, mu, beta, scale)
-    r = x - mu
-    a = np.abs(r)
-    eps = (1e-12 * scale) ** 2
     if beta < 1:
-        w = (a * a + eps) ** (beta / 2 - 1)
-        return dot(w, x) / float(w.sum())
-    m = float(a.max())
+        eps = (1e-12 * scale) ** 2
+        wx = w_sum = 0.0
+        for block in blocks(x):
+            r = block - mu
+            w = (r * r + eps) ** (beta / 2 - 1)
+            wx, w_sum = wx + dot(w, block), w_sum + float(w.sum())
+        return wx / w_sum
+    m = max(abs(float(x.max()) - mu), abs(mu - float(x.min())))
     if m == 0:
         return mu
-    a_scaled = a / m  # Newton on Σ|x − μ|^β, both sums scaled by m^(β−2): no overflow
-    g = float(np.sum(np.sign(r) * a_scaled ** (beta - 1))) * m
-    h = float((beta - 1) * np.sum(a_scaled ** (beta - 2)))
+    g = h = 0.0  # Newton on Σ|x − μ|^β, both sums scaled by m^(β−2): no overflow
+    for block in blocks(x):
+        r = (block - mu) / m
+        a = np.abs(r)
+        g += float(np.sum(np.sign(r) * a ** (beta - 1)))
+        h += float(np.sum(a ** (beta - 2)))
+    g, h = g * m, (beta - 1) * h
     return mu + g / h if h > 0 else mu
+
+
+def _fit_beta(x: np.ndarray, mu: float, beta: float) -> tuple[float, float]:
+    """The best β (and profile log-likelihood) at this μ; the profile's n-sized cache is freed on return."""
+    return _Profile(x, mu).newton_beta(beta)
 
 
 def _profile_fit(x: np.ndarray, mu: float, beta: float, max_outer: int = 50) -> tuple[float, float, float, bool]:
@@ -133,31 +165,27 @@ def _profile_fit(x: np.ndarray, mu: float, beta: float, max_outer: int = 50) -> 
     Near β = 1 the μ-steps converge linearly and slowly (Weiszfeld-like), so when two
     successive steps shrink in the same direction the geometric limit μ + δ/(1 − r)
     (Aitken) is tried too, and kept when it is better."""
-    prof = _Profile(x, mu)
-    beta, ll = prof.newton_beta(beta)
-    scale = float(np.exp(prof.log_r).mean()) or 1.0  # only sets the MM smoothing floor
+    beta, ll = _fit_beta(x, mu, beta)
+    scale = math.exp(_log_sum_pow(x, mu, 1.0)) / x.size or 1.0  # mean |x − μ|: only sets the MM smoothing floor
     prev_step = prev_gain = math.nan
     for _ in range(max_outer):
         if beta >= UNIFORM_LIKE_BETA:  # the uniform limit: its location MLE is the midrange
             mid = 0.5 * (float(x.min()) + float(x.max()))
-            mid_prof = _Profile(x, mid)
-            mid_beta, mid_ll = mid_prof.newton_beta(beta)
+            mid_beta, mid_ll = _fit_beta(x, mid, beta)
             return (mid, mid_beta, mid_ll, True) if mid_ll >= ll else (mu, beta, ll, True)
         new_mu = _mu_step(x, mu, beta, scale)
         step = new_mu - mu
-        new_prof = _Profile(x, new_mu)
-        new_beta, new_ll = new_prof.newton_beta(beta)
+        new_beta, new_ll = _fit_beta(x, new_mu, beta)
         ratio = step / prev_step if prev_step else math.nan
         if 0 < ratio < 0.99:
             jump = mu + step / (1 - ratio)
-            jump_prof = _Profile(x, jump)
-            jump_beta, jump_ll = jump_prof.newton_beta(new_beta)
+            jump_beta, jump_ll = _fit_beta(x, jump, new_beta)
             if jump_ll > new_ll:
-                new_mu, new_prof, new_beta, new_ll, step = jump, jump_prof, jump_beta, jump_ll, math.nan
+                new_mu, new_beta, new_ll, step = jump, jump_beta, jump_ll, math.nan
         if new_ll < ll:  # the μ step did not help (β > 2 Newton overshoot, or converged)
             return mu, beta, ll, True
         gain = new_ll - ll
-        mu, beta, ll, prof = new_mu, new_beta, new_ll, new_prof
+        mu, beta, ll = new_mu, new_beta, new_ll
         # Converged when this gain, or the geometric bound on all further gains, is negligible.
         shrink = gain / prev_gain if prev_gain > 0 else math.nan
         if gain <= 1e-12 * x.size or (0 < shrink < 0.9 and gain * shrink / (1 - shrink) <= 1e-10 * x.size):
@@ -229,7 +257,7 @@ class GenNorm(Family):
             if beta >= 1 or x_sorted.size > CUSP_MAX_N:
                 break
             new_mu = _cusp_search(x_sorted, mu, beta)
-            new_beta, new_ll = _Profile(x_sorted, new_mu).newton_beta(beta)
+            new_beta, new_ll = _fit_beta(x_sorted, new_mu, beta)
             if new_ll <= ll:
                 break
             mu, beta, ll = new_mu, new_beta, new_ll

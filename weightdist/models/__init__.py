@@ -65,6 +65,12 @@ def register_model(name: str, source: str = "builtin") -> Callable:
 
 CIFAR_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/{}"
 CIFAR_FILES = {20: "resnet20-12fca82f.th", 32: "resnet32-d509ac18.th", 44: "resnet44-014dd654.th", 56: "resnet56-4bfd9763.th"}
+CIFAR_SHA256 = {  # the full digests of the published files (their names carry only the first 8 hex digits)
+    20: "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8",
+    32: "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850",
+    44: "014dd6541728a1c700b1642ab640e211dc6eb8ed507d70697458dc8f8a0ae2e4",
+    56: "4bfd97631478d6b638d2764fd2baff3edb1d7d82252d54439343b6596b9b5367",
+}
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 
 
@@ -73,7 +79,7 @@ def _cifar_weights(depth: int):
         url = CIFAR_URL.format(CIFAR_FILES[depth])
         # fetch: the hub cache file (offline first, sha256 prefix checked); then torch.load(weights_only=True),
         # the 'state_dict' entry unwrapped and the DataParallel 'module.' prefixes stripped.
-        path, sha = fetch(url, f"resnet{depth}_cifar10")
+        path, sha = fetch(url, f"resnet{depth}_cifar10", CIFAR_SHA256[depth])
         return path, sha, load_pickle_checkpoint(path)
 
     return weights

@@ -50,7 +50,7 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
         try:
             with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
                 answer.append(True)
-        except OSError:
+        except Exception:  # any failure to connect (OSError, or a resolver gone wrong) means "no network"
             answer.append(False)
 
     thread = threading.Thread(target=probe, name="weightdist-probe", daemon=True)
@@ -65,8 +65,11 @@ def not_cached_message(what: str, path: Path, url: str) -> str:
             f"or pass the file path instead of the name")
 
 
-def fetch(url: str, what: str) -> tuple[Path, str]:
-    """Path and sha256 of the cached weights file for ``url``, downloading only if the host answers."""
+def fetch(url: str, what: str, sha256: str | None = None) -> tuple[Path, str]:
+    """Path and sha256 of the cached weights file for ``url``, downloading only if the host answers.
+
+    The file is checked against the hash prefix in its name (torch hub's convention) and,
+    when ``sha256`` is given, against the full published digest."""
     path = cache_path(url)
     if not path.is_file():
         if not host_reachable(url):
@@ -85,5 +88,8 @@ def fetch(url: str, what: str) -> tuple[Path, str]:
     match = _HASH_IN_NAME.search(path.name)
     if match and not sha.startswith(match.group(1)):
         raise CheckpointError(f"{path}: sha256 {sha[:12]}… does not match the {match.group(1)} in its name; "
+                              "the file is corrupt or not the published one; delete it and download again")
+    if sha256 is not None and sha != sha256:
+        raise CheckpointError(f"{path}: sha256 {sha[:12]}… is not the published {sha256[:12]}… of {what}; "
                               "the file is corrupt or not the published one; delete it and download again")
     return path, sha

@@ -146,6 +146,12 @@ def test_odd_tensors_reported_per_layer(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["nonfinite_values"] == 3
     assert sum(summary["layer_status_counts"].values()) == len(state)
+    # With the default kinds the integer and boolean buffers are not rows, but they are still counted.
+    default = tmp_path / "default"
+    assert main(["fit", str(path), "--out", str(default), "--no-plots", "--quiet"]) == 0
+    skipped = json.loads((default / "summary.json").read_text())["tensors_skipped"]
+    assert skipped == {"integer, boolean or complex tensors": 2}
+    assert "Tensors not analysed: 2 integer, boolean or complex tensors" in (default / "report.md").read_text()
 
 
 def test_half_precision_is_analysed_in_float64_exactly():

@@ -39,7 +39,20 @@ def test_bootstrap_subsamples_large_layers_and_says_so():
     x = np.sort(np.random.default_rng(0).laplace(size=50_000))
     boot = bootstrap_ks_pvalue(x, get_family("laplace"), n_boot=20, max_n=500, seed=0)
     assert boot.subsampled and boot.n_used == 500 and boot.n_boot == 20
-    assert boot.pvalue == pytest.approx((1 + boot.pvalue * 21 - 1) / 21)  # of the form (1 + k) / (B + 1)
+    exceed = boot.pvalue * 21 - 1  # p = (1 + k) / (B + 1) with k replicates at least as extreme
+    assert abs(exceed - round(exceed)) < 1e-9 and 0 <= round(exceed) <= 20
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bootstrap_agrees_with_scipy_goodness_of_fit(seed):
+    # scipy's Laplace MLE (median, mean absolute deviation) is ours, so the observed statistic is
+    # identical and the p-values differ only by Monte-Carlo error.
+    x = np.sort(np.random.default_rng(seed).laplace(0.2, 0.5, 300) + np.random.default_rng(seed + 9).normal(0, 0.2, 300))
+    ours = bootstrap_ks_pvalue(x, get_family("laplace"), n_boot=999, max_n=5000, seed=seed)
+    ref = stats.goodness_of_fit(stats.laplace, x, statistic="ks", n_mc_samples=999, rng=np.random.default_rng(seed))
+    assert_allclose(ours.statistic, ref.statistic, rtol=1e-12)
+    p = max(ref.pvalue, 0.02)
+    assert abs(ours.pvalue - ref.pvalue) < 4 * math.sqrt(2 * p * (1 - p) / 999) + 0.005, (ours.pvalue, ref.pvalue)
 
 
 def test_bootstrap_rejects_the_wrong_family():

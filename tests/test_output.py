@@ -35,6 +35,7 @@ def test_same_input_same_bytes(tmp_path):
     assert ja == jb
     assert ja["options"]["seed"] == 3 and ja["options"]["max_per_layer"] == 500
     assert ja["subsampled_layers"] > 0
+    assert f"**Subsampled:** {ja['subsampled_layers']} layers larger than 500 weights" in (a / "report.md").read_text()
 
 
 def test_different_seed_changes_subsample(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,11 +29,11 @@ def _load(spec_or_model: Any, init: bool, seed: int, weights_file: str | None = 
     return spec_or_model, RunInfo(kind, f"in-memory {kind}", None, None, "", {})
 
 
-def _iter_layers(loaded, options: FitOptions):
+def _iter_layers(loaded, options: FitOptions, skipped: Counter | None = None):
     from .extract import iter_layers
 
     return iter_layers(loaded, kinds=options.kinds, include=options.include, exclude=options.exclude,
-                       min_size=options.min_size, max_per_layer=options.max_per_layer, seed=options.seed)
+                       min_size=options.min_size, max_per_layer=options.max_per_layer, seed=options.seed, skipped=skipped)
 
 
 def fit_model(spec_or_model: Any, *, init: bool = False, progress: bool = False, **options) -> pd.DataFrame:
@@ -79,7 +80,8 @@ def fit_report(
     if label:
         info = dataclasses.replace(info, model=label)
     t_loaded = time.perf_counter()
-    layers = _iter_layers(loaded, options)
+    skipped: Counter = Counter()
+    layers = _iter_layers(loaded, options, skipped)
     total = None
     if plots and plot_layers is not None:  # a values-light first pass, to spread plots over depth
         total = sum(1 for _ in _iter_layers(loaded, dataclasses.replace(options, max_per_layer=8)))
@@ -110,6 +112,6 @@ def fit_report(
         timing = {"load_seconds": round(t_loaded - t0, 3), "fit_seconds": round(t_fitted - t_loaded, 3),
                   "total_seconds": round(time.perf_counter() - t0, 3)}
         info = RunInfo(info.model, info.source, info.weights_path, info.weights_sha256, command,
-                       {"init": init, **options_dict(options)})
+                       {"init": init, **options_dict(options)}, dict(sorted(skipped.items())))
         write_tables(stage, info, table, comparison_table(results), figures, timing)
     return out

@@ -7,6 +7,7 @@ Layers are produced one at a time so a huge checkpoint streams.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, Mapping
 
@@ -125,13 +126,21 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+SKIP_REASONS = ("non-tensor values", "integer, boolean or complex tensors", "tensors filtered by name (--include/--exclude)",
+                "float tensors of unselected kinds (--kinds)", "tensors below --min-size")
+
+
 def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = None, exclude: str | None = None,
-                min_size: int = 1, max_per_layer: int | None = None, seed: int = 0) -> Iterator[Layer]:
+                min_size: int = 1, max_per_layer: int | None = None, seed: int = 0,
+                skipped: Counter | None = None) -> Iterator[Layer]:
     """Yield one :class:`Layer` per selected tensor, reading (and converting) one tensor at a time.
 
     With ``max_per_layer`` the subsample is drawn before the float64 conversion, so a huge
     layer costs its own storage plus ``max_per_layer`` doubles, not a float64 copy of it.
+    ``skipped``, when given, counts the tensors left out, by reason (one of ``SKIP_REASONS``),
+    so a report can say what it did not analyse.
     """
+    skipped = Counter() if skipped is None else skipped
     kinds = _normalise_kinds(kinds)
     if max_per_layer is not None and max_per_layer < 1:
         raise ValueError(f"max_per_layer: must be a positive number of values, got {max_per_layer}")
@@ -140,18 +149,24 @@ def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = 
     meta = getattr(tensors, "meta", None)  # lazy files can answer shape and dtype without reading data
     for name in tensors:
         if (inc and not inc.search(name)) or (exc and exc.search(name)):
+            skipped[SKIP_REASONS[2]] += 1
             continue
         if meta is not None:
             shape, is_float = meta(name)
-            if _kind(name, shape, is_float, module_kinds) not in kinds or int(np.prod(shape, dtype=np.int64)) < min_size:
+            reason = _skip_reason(_kind(name, shape, is_float, module_kinds), is_float, int(np.prod(shape, dtype=np.int64)), kinds, min_size)
+            if reason:
+                skipped[reason] += 1
                 continue  # skipped without reading the tensor
         tensor = tensors[name]
         if not isinstance(tensor, torch.Tensor):
+            skipped[SKIP_REASONS[0]] += 1
             continue
         shape = tuple(tensor.shape)
         is_float = tensor.is_floating_point() or tensor.is_quantized
         kind = _kind(name, shape, is_float, module_kinds)
-        if kind not in kinds or tensor.numel() < min_size:
+        reason = _skip_reason(kind, is_float, tensor.numel(), kinds, min_size)
+        if reason:
+            skipped[reason] += 1
             continue
         dtype = _dtype_name(tensor.dtype)
         if not is_float:
@@ -172,6 +187,12 @@ def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = 
         del tensor
 
 
+def _skip_reason(kind: str, is_float: bool, numel: int, kinds: tuple[str, ...], min_size: int) -> str | None:
+    if kind not in kinds:
+        return SKIP_REASONS[3] if is_float else SKIP_REASONS[1]
+    return SKIP_REASONS[4] if numel < min_size else None
+
+
 def _kind(name: str, shape: tuple[int, ...], is_float: bool, module_kinds: dict[str, str]) -> str:
     if not is_float:
         return "other"
@@ -189,6 +210,7 @@ def zlib_crc(name: str) -> int:
 
 
 def extract_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = None, exclude: str | None = None,
-                   min_size: int = 1, max_per_layer: int | None = None, seed: int = 0) -> list[Layer]:
+                   min_size: int = 1, max_per_layer: int | None = None, seed: int = 0,
+                   skipped: Counter | None = None) -> list[Layer]:
     """All selected layers as a list (see :func:`iter_layers` for streaming)."""
-    return list(iter_layers(model_or_state_dict, kinds, include, exclude, min_size, max_per_layer, seed))
+    return list(iter_layers(model_or_state_dict, kinds, include, exclude, min_size, max_per_layer, seed, skipped))

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from .families import Family, get_family
+from .families import Family, get_family, label_of
 from .families.base import blocks
 from .fitting import FamilyFit, LayerFit
 from .ks import ks_statistic
@@ -241,10 +241,6 @@ def pair_tests(x_sorted: np.ndarray, fits: Mapping[str, FamilyFit]) -> tuple[Pai
     return tuple(tests)
 
 
-def _label(name: str) -> str:
-    return {"gaussian": "Gaussian", "laplace": "Laplace", "student_t": "Student-t", "gennorm": "gennorm"}.get(name, name)
-
-
 def verdict(layer_fit: LayerFit, pairs: Sequence[PairTest]) -> str:
     """One sentence: the best family, its shape, and which alternatives it decisively beats.
 
@@ -265,10 +261,10 @@ def verdict(layer_fit: LayerFit, pairs: Sequence[PairTest]) -> str:
         z = t.statistic if t.family_a == best else -t.statistic  # positive: evidence for the best family
         label = f"z={z:.1f}" if t.test == "vuong" else f"LR={t.statistic:.3g}"
         if t.favoured == best and gain > DECISIVE_GAIN:
-            decisive.append(f"{_label(other)} ({t.test.upper() if t.test == 'lrt' else 'Vuong'} {label})")
+            decisive.append(f"{label_of(other)} ({t.test.upper() if t.test == 'lrt' else 'Vuong'} {label})")
         else:
-            close.append(f"{_label(other)} ({label}, Δ={gain:.1e}/weight)")
-    parts = [f"{_label(best)}{', ' + shape if shape else ''}"]
+            close.append(f"{label_of(other)} ({label}, Δ={gain:.1e}/weight)")
+    parts = [f"{label_of(best)}{', ' + shape if shape else ''}"]
     if decisive:
         parts.append("decisively better than " + ", ".join(decisive))
     if close:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .extract import DEFAULT_KINDS, KINDS, Layer
+from .families import param_columns
 from .fitting import LayerFit, fit_sorted, prepare, resolve_families
 from .gof import LayerAssessment, assess_layer, assessment_rows, comparison_rows
 
@@ -114,13 +115,12 @@ def _layer_columns(r: LayerResult, n_layers: int) -> dict:
     }
 
 
-PARAM_COLUMNS = ("loc", "scale", "df", "beta")
 FIT_COLUMNS = ("loglik", "mean_loglik", "aic", "bic", "ks_stat", "ks_pvalue", "converged", "fit_note", "is_best")
 
 
 def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
     """One row per (layer, family); a single row with an empty family for unfitted layers."""
-    rows = []
+    rows, params = [], param_columns()  # every registered family's parameters, so a new family needs no edit here
     for r in results:
         base = _layer_columns(r, len(results))
         if not r.fit.ok:
@@ -129,7 +129,7 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
         extra = {row["family"]: row for row in assessment_rows(r.layer.name, r.assessment)} if r.assessment else {}
         for name, f in r.fit.fits.items():
             row = {**base, "family": name}
-            row.update({p: f.params.get(p, math.nan) for p in PARAM_COLUMNS})
+            row.update({p: f.params.get(p, math.nan) for p in params})
             row.update(
                 loglik=f.loglik, mean_loglik=f.mean_loglik, aic=f.aic, bic=f.bic, ks_stat=f.ks_stat,
                 ks_pvalue=f.ks_pvalue_naive, converged=f.converged, fit_note=f.note, is_best=(name == base["best"]),
@@ -137,7 +137,7 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
             row.update({k: v for k, v in extra.get(name, {}).items() if k not in ("layer", "family")})
             rows.append(row)
     table = pd.DataFrame(rows)
-    for column in ("layer", "n", "family", *PARAM_COLUMNS, *FIT_COLUMNS):  # present even when no layer was fitted
+    for column in ("layer", "n", "family", *params, *FIT_COLUMNS):  # present even when no layer was fitted
         if column not in table:
             table[column] = pd.Series(False if column == "is_best" else math.nan, index=table.index, dtype=object if column == "is_best" else None)
     return table

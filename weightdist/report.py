@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import atomic
-from .families import get_family
+from .families import label_of
 
 PVALUE_NOTE = (
     "`ks_pvalue` treats the fitted parameters as known in advance; they were estimated from the same data, "
@@ -40,6 +40,7 @@ class RunInfo:
     weights_sha256: str | None
     command: str
     options: dict
+    skipped: dict = dataclasses.field(default_factory=dict)  # tensors left out, by reason
 
 
 def package_versions() -> dict[str, str]:
@@ -101,7 +102,8 @@ def answer_sentence(stats: dict) -> str:
         return f"No layer could be fitted (0 of {stats['n_layers']} layers)."
     top, count = next(iter(wins.items()))
     rest = ", ".join(f"{name} {c}" for name, c in list(wins.items())[1:])
-    sentence = f"{get_family(top).name.replace('_', '-').capitalize()} fits best in {count} of {stats['n_layers_fitted']} layers (by AIC"
+    label = label_of(top)
+    sentence = f"{label[0].upper() + label[1:]} fits best in {count} of {stats['n_layers_fitted']} layers (by AIC"
     sentence += f"; {rest})." if rest else ")."
     return sentence
 
@@ -149,6 +151,12 @@ def report_markdown(info: RunInfo, stats: dict, table: pd.DataFrame, figures: Se
     if "beta_median" in stats:
         parts.append(f"- Generalized-normal shape β: median {_fmt(stats['beta_median'])} (IQR {_fmt(stats['beta_q1'])}–{_fmt(stats['beta_q3'])}); β = 1 is Laplace, β = 2 is Gaussian")
     parts.append(f"- Median KS distance of the best family: {_fmt(stats['median_ks_best'])}")
+    subsampled = int(table.drop_duplicates("layer")["subsampled_from"].notna().sum()) if "subsampled_from" in table else 0
+    if subsampled:
+        parts.append(f"- **Subsampled:** {subsampled} layers larger than {info.options.get('max_per_layer'):,} weights were analysed "
+                     f"on a seeded random subsample of that many (`--max-per-layer`, seed {info.options.get('seed')})")
+    if info.skipped:
+        parts.append("- Tensors not analysed: " + "; ".join(f"{n} {reason}" for reason, n in info.skipped.items()))
     if "overview.png" in figures:
         parts += ["", "![winning family and KS distance by depth](plots/overview.png)"]
     parts += ["", "## Per layer", "", markdown_layer_table(table), "", "## Notes", "", PVALUE_NOTE, ""]
@@ -174,6 +182,7 @@ def summary_json(info: RunInfo, stats: dict, table: pd.DataFrame, timing: dict) 
         "layer_status_counts": {k: int(v) for k, v in sorted(statuses.items())},
         "nonfinite_values": int(layers["n_nonfinite"].sum()),
         "subsampled_layers": int(layers["subsampled_from"].notna().sum()),
+        "tensors_skipped": info.skipped,
         "pvalues": PVALUE_NOTE,
         "versions": package_versions(),
         # Everything above is deterministic; these two are not.

@@ -28,6 +28,7 @@ class Estimate:
 class Family(ABC):
     name: ClassVar[str]
     param_names: ClassVar[tuple[str, ...]]
+    label: ClassVar[str] = ""  # how prose names it ("Student-t"); the registry name when empty
     # Names of families that are special cases of this one (for likelihood-ratio tests).
     nests: ClassVar[tuple[str, ...]] = ()
     # The subset of ``nests`` reached only at a parameter-space boundary (e.g. Gaussian = t with df = ∞).
@@ -85,6 +86,15 @@ FAMILIES: Registry[Family] = Registry("distribution family")
 def register_family(cls: type[Family]) -> type[Family]:
     FAMILIES.add(cls.name, cls())
     return cls
+
+
+def label_of(name: str) -> str:
+    return get_family(name).label or name
+
+
+def param_columns() -> tuple[str, ...]:
+    """Every registered family's parameter names, each once: the parameter columns of a fit table."""
+    return tuple(dict.fromkeys(p for name in FAMILIES for p in FAMILIES.get(name).param_names))
 
 
 def list_families(pattern: str | None = None) -> list[str]:

@@ -13,6 +13,7 @@ from .base import Estimate, Family, blocks, dot, register_family
 @register_family
 class Gaussian(Family):
     name = "gaussian"
+    label = "Gaussian"
     param_names = ("loc", "scale")
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:

@@ -244,6 +244,7 @@ def scale_for(x: np.ndarray, mu: float, beta: float) -> float:
 @register_family
 class GenNorm(Family):
     name = "gennorm"
+    label = "gennorm"
     param_names = ("loc", "scale", "beta")
     nests = ("gaussian", "laplace")
 

@@ -17,6 +17,7 @@ def sorted_median(x_sorted: np.ndarray) -> float:
 @register_family
 class Laplace(Family):
     name = "laplace"
+    label = "Laplace"
     param_names = ("loc", "scale")
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:

@@ -162,6 +162,7 @@ def _start(x_sorted: np.ndarray) -> np.ndarray:
 @register_family
 class StudentT(Family):
     name = "student_t"
+    label = "Student-t"
     param_names = ("loc", "scale", "df")
     nests = ("gaussian",)
     nests_on_boundary = ("gaussian",)

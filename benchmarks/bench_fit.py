@@ -24,7 +24,7 @@ import numpy as np
 from scipy import stats
 
 from weightdist.extract import extract_layers
-from weightdist.fitting import fit, resolve_families
+from weightdist.fitting import fit
 from weightdist.models import load_model
 
 SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}

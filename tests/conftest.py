@@ -2,7 +2,6 @@
 (the torch hub cache layout); tests that need them skip with a reason when it is absent."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
@@ -14,7 +13,6 @@ from scipy import stats
 
 from weightdist.cli import main
 from weightdist.extract import extract_layers
-from weightdist.families import get_family
 from weightdist.models import load_model
 
 SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}

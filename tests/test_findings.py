@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from weightdist.cli import main
@@ -86,3 +86,33 @@ def test_drift_and_closed_form_init_check(tmp_path):
     drift = pd.read_csv(out / "drift.csv")
     assert len(drift) == 20 and drift["relative_norm_change"].notna().all()
     assert (drift["beta_init"].median() > 1.9) and (drift["beta_trained"].median() < 1.9)
+
+
+def test_compare_keeps_inputs_with_the_same_label(tmp_path):
+    folder = str(REPORTS / "resnet20_cifar10")
+    assert main(["compare", folder, folder, "--out", str(tmp_path / "cmp")]) == 0
+    assert list(pd.read_csv(tmp_path / "cmp" / "compare.csv")["model"]) == ["resnet20_cifar10", "resnet20_cifar10 #2"]
+
+
+@pytest.mark.parametrize("files, match", [
+    ({"layers.csv": "x\n1\n"}, r"layers\.csv: not a weightdist layers table \(missing column layer"),
+    ({"layers.csv": "layer,family\n", "summary.json": "{"}, r"summary\.json: unreadable summary"),
+    ({"summary.json": "{}"}, r"holds no layers\.csv"),
+])
+def test_compare_names_the_broken_report_file(tmp_path, capsys, files, match):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name, text in files.items():
+        (broken / name).write_text(text)
+    assert main(["compare", str(broken), "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and err.count("\n") == 1, err
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_findings_output_under_a_file_fails_before_reading(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["findings", str(REPORTS), "--out", str(blocker / "README.md")]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and err.count("\n") == 1

@@ -6,7 +6,7 @@ import shlex
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 

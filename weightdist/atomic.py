@@ -65,14 +65,29 @@ def check_writable_dir(out: str | os.PathLike) -> Path:
     if out.is_dir() and any(out.iterdir()) and not is_weightdist_output(out):
         raise OutputError(f"cannot write report to {out}: the folder holds files weightdist did not write "
                           "(a report replaces its folder whole); choose a new or empty --out")
+    _check_creatable(out)
+    return out
+
+
+def check_writable_file(out: str | os.PathLike) -> Path:
+    """Fail before any work if the single file ``out`` cannot be written (its folder is made if needed)."""
+    out = Path(out)
+    if out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a folder; pass a file name as --out")
+    _check_creatable(out)
+    return out
+
+
+def _check_creatable(out: Path) -> None:
+    """The nearest existing ancestor of ``out`` must be a folder we may write in."""
     probe_parent = out
     while not probe_parent.exists():
         probe_parent = probe_parent.parent
-    if not probe_parent.is_dir():
+    if probe_parent != out and not probe_parent.is_dir():
         raise OutputError(f"cannot write report to {out}: {probe_parent} is a file, not a folder; choose another --out")
-    if not os.access(probe_parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write report to {out}: no write permission in {probe_parent}; choose another --out")
-    return out
+    folder = probe_parent if probe_parent.is_dir() else probe_parent.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write report to {out}: no write permission in {folder}; choose another --out")
 
 
 @contextlib.contextmanager

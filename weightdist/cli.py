@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .errors import WeightdistError
 

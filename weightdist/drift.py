@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 

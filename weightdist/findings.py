@@ -7,17 +7,16 @@ the conclusions too.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from scipy import stats
 
 from . import atomic
+from .compare import read_report_folder
 from .errors import WeightdistError
 from .report import _fmt, headline_stats, markdown_table
 
@@ -75,13 +74,12 @@ class ModelReport:
 def read_reports(root: Path) -> list[ModelReport]:
     reports = []
     for summary_path in sorted(root.glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text())
-        csv = summary_path.parent / "layers.csv"
-        if "model" not in summary or not csv.is_file():
-            continue
-        table = pd.read_csv(csv, keep_default_na=False, na_values=[""])
+        if not (summary_path.parent / "layers.csv").is_file():
+            continue  # a report of another kind (compare, drift, ...)
+        label, table = read_report_folder(summary_path.parent)
         table["family"] = table["family"].fillna("")
-        reports.append(ModelReport(summary_path.parent, summary["model"], bool(summary.get("options", {}).get("init")), table))
+        init = label.endswith(" (init)")
+        reports.append(ModelReport(summary_path.parent, label.removesuffix(" (init)"), init, table))
     if not reports:
         raise WeightdistError(f"no fit reports (*/summary.json + layers.csv) under {root}; run 'weightdist fit ... --out {root}/<model>' first")
     return reports
@@ -196,7 +194,9 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
 
 def findings_report(root: str | Path = "reports", out: str | Path | None = None, command: str = "") -> Path:
     root = Path(root)
-    out = Path(out or root / "README.md")
+    out = atomic.check_writable_file(out or root / "README.md")  # before reading anything
     reports = read_reports(root)
-    atomic.write_text(out, findings_markdown(root, reports, command or f"weightdist findings {root}"))
+    text = findings_markdown(root, reports, command or f"weightdist findings {root}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out, text)
     return out

@@ -3,9 +3,7 @@ core never pays for it and headless machines work."""
 from __future__ import annotations
 
 import io
-import math
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -7,7 +7,7 @@ subclass decorated with ``@register_family``; nothing else in the tool changes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, Mapping
 
 import numpy as np

@@ -65,6 +65,29 @@ def test_timm_local_override_refuses_payload(tmp_path):
     assert not (tmp_path / MARKER_NAME).exists()
 
 
+def test_hostile_file_in_the_hugging_face_cache_is_refused(tmp_path, monkeypatch):
+    # A stranger's pytorch_model.bin planted where timm looks for resnet18's pretrained weights.
+    import weightdist.models as models
+
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    # huggingface_hub reads its cache location once, at import: point the imported constant here too.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(models, "host_reachable", lambda url, timeout=None: False)  # offline, whatever the network
+    repo = models._timm_cache_dir("resnet18")
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    torch.save({"conv1.weight": torch.zeros(1), "x": Payload(tmp_path / MARKER_NAME)}, snapshot / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"refusing to unpickle the cached weights of timm model resnet18 .*they call .*getattr"):
+        load_model("timm:resnet18")
+    assert not (tmp_path / MARKER_NAME).exists()
+
+
 def test_unreadable_file(tmp_path, monkeypatch):
     # Tests run as root, where chmod 000 does not stop reads: simulate the permission check failing.
     path = tmp_path / "secret.pth"

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from .errors import WeightdistError
+from .extract import DEFAULT_KINDS, KINDS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -20,7 +21,7 @@ def _csv(text: str) -> tuple[str, ...]:
 def add_fit_options(p: argparse.ArgumentParser) -> None:
     """Options that change the numbers; shared by `fit` and `compare`."""
     p.add_argument("--families", type=_csv, default=None, help="comma-separated families (default: all; see 'weightdist families')")
-    p.add_argument("--kinds", type=_csv, default=("conv", "linear", "embedding"), help="layer kinds: conv,linear,embedding,norm,bias,other")
+    p.add_argument("--kinds", type=_csv, default=DEFAULT_KINDS, help=f"layer kinds, from {','.join(KINDS)} (default {','.join(DEFAULT_KINDS)})")
     p.add_argument("--include", default=None, help="regex: analyse only layers whose name matches")
     p.add_argument("--exclude", default=None, help="regex: skip layers whose name matches")
     p.add_argument("--min-size", type=int, default=1, help="skip tensors with fewer values")

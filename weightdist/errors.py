@@ -32,3 +32,9 @@ class OutputError(WeightdistError, OSError):
 
 class DatasetError(WeightdistError, FileNotFoundError):
     """A dataset that is not installed where we looked."""
+
+
+def one_line(exc: BaseException, limit: int = 160) -> str:
+    """An exception's text folded onto one line and cut to ``limit`` characters, for quoting in a message."""
+    text = " ".join(str(exc).split())
+    return (text[:limit] + "…") if len(text) > limit else text or type(exc).__name__

@@ -185,7 +185,7 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
     parts += [f"- [{r.label}]({r.folder.relative_to(root)}/report.md)" for r in reports]
     vae = root / "vae" / "report.md"
     if vae.is_file():
-        parts += ["", "## The latent-prior half", "", f"See [vae/report.md](vae/report.md)."]
+        parts += ["", "## The latent-prior half", "", "See [vae/report.md](vae/report.md)."]
         summary = root / "vae" / "summary.txt"
         if summary.is_file():
             parts += ["", summary.read_text().strip()]

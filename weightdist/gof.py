@@ -84,9 +84,11 @@ def bootstrap_ks_pvalue(x_sorted: np.ndarray, family: Family, *, n_boot: int, ma
                         seed: int = 0) -> BootstrapKS:
     """Parametric-bootstrap KS p-value with every parameter refitted per replicate.
 
-    Same statistic and p-value as ``scipy.stats.goodness_of_fit(dist, data, statistic='ks')``:
-    p = (1 + #{T_b >= T_obs}) / (B + 1). When n > max_n the test runs on a seeded
-    subsample of max_n values drawn without replacement.
+    The semantics of ``scipy.stats.goodness_of_fit(dist, data, statistic='ks')``: the KS
+    statistic at parameters refitted on the data and on every replicate, and
+    p = (1 + #{T_b >= T_obs}) / (B + 1). The refit is this family's MLE (scipy's Gaussian
+    fit uses the ddof=1 standard deviation, so its statistic differs slightly there). When
+    n > max_n the test runs on a seeded subsample of max_n values drawn without replacement.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")

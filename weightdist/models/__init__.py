@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import pickle
+import re
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError
+from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError, one_line
 from ..registry import Registry, unknown_name_message
 from .checkpoint import load_pickle_checkpoint, looks_like_file, open_weights
 from .cifar_resnet import CifarResNet
@@ -137,7 +139,7 @@ def _load_torchvision(name: str, init: bool, seed: int) -> LoadedModel:
         try:
             module = _torchvision_with_state(name, chosen, state)
         except Exception:
-            raise CheckpointError(f"{path}: does not fit torchvision {name} ({_one_line(exc)})") from None
+            raise CheckpointError(f"{path}: does not fit torchvision {name} ({one_line(exc)})") from None
     return LoadedModel(name, f"torchvision {type(chosen).__name__}.{chosen.name}", str(path), sha, module, module.state_dict())
 
 
@@ -223,24 +225,31 @@ def _load_timm(spec: str, init: bool, seed: int, weights_file: str | None) -> Lo
         try:
             module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
         except Exception as exc:  # key or shape mismatch, or a format timm cannot read
-            raise CheckpointError(f"{weights_file}: does not fit timm {name} ({_one_line(exc)}); pass the weights saved from this architecture") from None
+            raise CheckpointError(f"{weights_file}: does not fit timm {name} ({one_line(exc)}); pass the weights saved from this architecture") from None
         return LoadedModel(spec, f"timm {name} from {weights_file}", str(weights_file), _sha256(weights_file), module, module.state_dict())
     offline = nullcontext() if host_reachable(HF_PROBE_URL) else _hf_offline()
     try:
         with offline:
             module = timm.create_model(name, pretrained=True)
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        if "weights_only" not in str(exc) and not isinstance(exc, pickle.UnpicklingError):
+            raise _not_cached(name, exc) from None
+        # timm loads with weights_only=True: a cached file that needs more was refused, and nothing ran.
+        called = re.search(r"Unsupported globals?: (?:GLOBAL )?(.*?)(?:\. |\.?$)", str(exc))
+        raise CheckpointError(
+            f"refusing to unpickle the cached weights of timm model {name} (under {_timm_cache_dir(name)}): they need code "
+            f"execution ({'they call ' + called.group(1) if called else 'they reference Python code'}); delete that cache "
+            "entry and download again, or pass --weights FILE") from None
     except Exception as exc:  # hub errors vary by version; all mean "weights not available here"
-        raise WeightsNotCachedError(
-            f"pretrained weights for timm model {name} are not in the Hugging Face cache (looked in {_timm_cache_dir(name)}) "
-            f"and cannot be downloaded ({type(exc).__name__}); pass --weights FILE (timm's pretrained_cfg_overlay=dict(file=...)), "
-            f"set HF_HOME to a cache holding them, or use --init"
-        ) from None
+        raise _not_cached(name, exc) from None
     return LoadedModel(spec, f"timm {name} pretrained", None, None, module, module.state_dict())
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:160] + "…") if len(text) > 160 else text or type(exc).__name__
+def _not_cached(name: str, exc: BaseException) -> WeightsNotCachedError:
+    return WeightsNotCachedError(
+        f"pretrained weights for timm model {name} are not in the Hugging Face cache (looked in {_timm_cache_dir(name)}) "
+        f"and cannot be downloaded ({type(exc).__name__}); pass --weights FILE (timm's pretrained_cfg_overlay=dict(file=...)), "
+        f"set HF_HOME to a cache holding them, or use --init")
 
 
 def _sha256(path) -> str:
@@ -289,7 +298,7 @@ def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: st
         try:
             module.load_state_dict(state)
         except RuntimeError as exc:
-            raise CheckpointError(f"{path}: does not fit {spec} ({_one_line(exc)})") from None
+            raise CheckpointError(f"{path}: does not fit {spec} ({one_line(exc)})") from None
         return LoadedModel(spec, entry.source, str(path), sha, module, module.state_dict())
     if spec in torchvision_names():
         return _load_torchvision(spec, init, seed)

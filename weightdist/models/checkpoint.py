@@ -19,7 +19,7 @@ from typing import Iterator
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, one_line
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".th", ".ckpt")
 SUFFIXES = PICKLE_SUFFIXES + (".safetensors",)
@@ -52,7 +52,7 @@ def _check_path(path: Path) -> None:
     except (OSError, ValueError) as exc:  # ENAMETOOLONG, ELOOP, a NUL byte in the name, ...
         text = str(path).replace("\0", "\\0")
         shown = text if len(text) <= 200 else f"{text[:100]}…{text[-40:]}"
-        raise CheckpointError(f"{shown}: cannot open it ({getattr(exc, 'strerror', None) or _short(exc)}); check the path") from None
+        raise CheckpointError(f"{shown}: cannot open it ({getattr(exc, 'strerror', None) or one_line(exc)}); check the path") from None
 
 
 def _check_path_unguarded(path: Path) -> None:
@@ -70,11 +70,6 @@ def _check_path_unguarded(path: Path) -> None:
         raise CheckpointError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; expected one of {', '.join(SUFFIXES)} or a *.index.json of shards")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (0 bytes); the download or save did not finish")
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return (text[:160] + "…") if len(text) > 160 else text or type(exc).__name__
 
 
 def load_pickle_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
@@ -111,7 +106,7 @@ def _torch_reason(exc: BaseException) -> str:
     """torch's error without its advice: the sentences that describe what is wrong with the file."""
     sentences = re.split(r"(?<=[.:])\s+|\n+", str(exc))
     kept = [s for s in sentences if s.strip() and not any(a in s for a in _TORCH_ADVICE)]
-    return _short(" ".join(kept)) if kept else type(exc).__name__
+    return one_line(" ".join(kept)) if kept else type(exc).__name__
 
 
 def unwrap_state_dict(obj, path: Path | str) -> dict[str, torch.Tensor]:
@@ -175,7 +170,7 @@ class SafetensorsFile(Mapping):
                 self.dtypes = {k: sl.get_dtype() for k, sl in slices.items()}
                 self.shapes = {k: tuple(sl.get_shape()) for k, sl in slices.items()}
         except Exception as exc:  # SafetensorError and friends
-            raise CheckpointError(f"{path}: invalid safetensors file ({_short(exc)}); the header or data is corrupt") from None
+            raise CheckpointError(f"{path}: invalid safetensors file ({one_line(exc)}); the header or data is corrupt") from None
         self._names = {strip_prefix(k): k for k in keys}
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -187,7 +182,7 @@ class SafetensorsFile(Mapping):
         except KeyError:
             raise
         except Exception as exc:
-            raise CheckpointError(f"{self.path}: cannot read tensor {name!r} ({_short(exc)}); the file is corrupt") from None
+            raise CheckpointError(f"{self.path}: cannot read tensor {name!r} ({one_line(exc)}); the file is corrupt") from None
 
     def __iter__(self):
         return iter(self._names)
@@ -208,7 +203,7 @@ class ShardedCheckpoint(Mapping):
             weight_map = json.loads(index.read_text())["weight_map"]
             assert isinstance(weight_map, dict)
         except Exception as exc:
-            raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({_short(exc)})") from None
+            raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({one_line(exc)})") from None
         self.index = index
         for file in set(weight_map.values()):
             if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:

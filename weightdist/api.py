@@ -83,7 +83,9 @@ def fit_report(
     skipped: Counter = Counter()
     layers = _iter_layers(loaded, options, skipped)
     total = None
-    if plots and plot_layers is not None:  # a values-light first pass, to spread plots over depth
+    in_memory = getattr(getattr(loaded, "tensors", None), "meta", None) is None  # counting a lazy file would read it twice
+    if (plots and plot_layers is not None) or (progress and in_memory):
+        # A values-light first pass: spreads the plots over depth and gives the progress bar its total.
         total = sum(1 for _ in _iter_layers(loaded, dataclasses.replace(options, max_per_layer=8)))
     with atomic.staged_dir(out) as stage:
         figures: list[str] = []

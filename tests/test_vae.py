@@ -183,6 +183,17 @@ def test_save_reload_each_family(prior, data, tmp_path):
         assert torch.equal(trained.model.decode_mean(z), again.model.decode_mean(z))
 
 
+def test_short_budget_shortens_the_kl_warm_up(data):
+    # 2 epochs against a 5-epoch warm-up: the weight must still reach 1, so the model is selected on the full ELBO.
+    from weightdist.vae.train import TrainConfig, train_vae
+
+    lines = []
+    trained = train_vae(TrainConfig(prior="gaussian", latent_dim=2, epochs=2, train_size=500, warmup_epochs=5.0), data,
+                        log=lines.append)
+    assert [round(h["kl_weight"], 6) for h in trained.history][-1] == 1.0
+    assert trained.best_epoch == 2 and any("KL warm-up shortened from 5 to 1 epochs" in line for line in lines)
+
+
 def test_iwae_increases_with_k(data):
     from weightdist.vae.evaluate import iwae_log_likelihood
     from weightdist.vae.train import TrainConfig, train_vae

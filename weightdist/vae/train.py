@@ -137,6 +137,12 @@ def train_vae(config: TrainConfig, data: Data | None = None, log=print, progress
     steps = math.ceil(len(x_train) / config.batch_size)
     trained = TrainedVAE(model, config)
     best, best_state, stale = -math.inf, None, 0
+    # The KL weight must reach 1 before the last epoch, or early stopping (which compares full ELBOs) never runs
+    # and the model is judged after training on a down-weighted KL: shorten the warm-up when the budget is small.
+    warmup = min(config.warmup_epochs, config.epochs - 1)
+    if warmup < config.warmup_epochs and log:
+        log(f"[{config.prior} d={config.latent_dim}] KL warm-up shortened from {config.warmup_epochs:g} to {warmup:g} "
+            f"epochs so that the last epoch trains on the full ELBO ({config.epochs} epochs)")
     start = time.perf_counter()
     epochs = range(config.epochs)
     if progress:
@@ -149,7 +155,7 @@ def train_vae(config: TrainConfig, data: Data | None = None, log=print, progress
         for step in range(steps):
             idx = order[step * config.batch_size : (step + 1) * config.batch_size]
             x = torch.bernoulli(x_train[idx], generator=gen)  # dynamic binarisation
-            kl_weight = min(1.0, (epoch + step / steps) / config.warmup_epochs) if config.warmup_epochs > 0 else 1.0
+            kl_weight = min(1.0, (epoch + step / steps) / warmup) if warmup > 0 else 1.0
             loss, recon, kl = loss_of(model, x, kl_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -283,3 +283,24 @@ def test_standalone_module_main_and_errors_before_training(tmp_path, capsys):
     assert vae_main(["train", "--prior", "gausian", "--out", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err
     assert "unknown prior(s) gausian" in err and "gaussian" in err and err.count("\n") == 1
+
+
+def test_claim_verdicts_follow_the_numbers():
+    from weightdist.vae.compare import claim_verdicts
+
+    rows = []
+    for d in (2, 10):
+        for prior, diff in (("gaussian", 0.0), ("vmf", -2.0), ("mog", +1.0 if d == 10 else 0.05)):
+            rows.append({"prior": prior, "latent_dim": d, "ll_vs_gaussian": diff, "ll_vs_gaussian_se": 0.1,
+                         "seconds_per_epoch": {"gaussian": 1.0, "vmf": 1.5, "mog": 1.0}[prior],
+                         "sampler_draws": 100, "sampler_failures": 0})
+    sweep = pd.DataFrame([{"latent_dim": d, "n_train": n, "method": m,
+                           "heldout_logdensity_per_dim": -1.0 - (0.1 * d * (m == "kde")) / math.log10(n)}
+                          for d in (2, 8, 32) for n in (100, 10000) for m in ("gmm", "kde")])
+    verdicts = claim_verdicts(pd.DataFrame(rows), sweep)
+    assert verdicts["analytic KL (gaussian)"].startswith("**supported**")
+    assert verdicts["vmf beats gaussian"] == "**not supported** by these numbers"
+    assert verdicts["mog beats gaussian"] == "**partly supported** (better at d=10 only)"
+    assert verdicts["AE + density needs exponentially many samples"].startswith("**supported**")
+    flat = sweep.assign(heldout_logdensity_per_dim=-1.0)  # KDE no worse than GMM anywhere: the claim is not shown
+    assert claim_verdicts(pd.DataFrame(rows), flat)["AE + density needs exponentially many samples"].startswith("**not clearly")

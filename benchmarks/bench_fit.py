@@ -55,26 +55,30 @@ def engine(layers) -> tuple[float, list]:
 
 
 _PEAK_RSS = """
-import resource, sys, tempfile
+import sys, tempfile
 from weightdist.models import load_model
+from weightdist.cli import main
+import weightdist.api, weightdist.gof, weightdist.report  # the same code in memory in both modes: only data differs
 spec, init, mode = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 if mode == "load":
     load_model(spec, init=init)
 else:
-    from weightdist.cli import main
     with tempfile.TemporaryDirectory() as tmp:
         assert main(["fit", spec, *(["--init"] if init else []), "--no-plots", "--quiet", "--out", tmp + "/r"]) == 0
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of this (large)
+# benchmark process would report the parent's peak; VmHWM belongs to the child's own address space.
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
 def peak_extra_memory(spec: str, init: bool) -> float:
-    """Peak RSS of the whole ``weightdist fit --no-plots`` run minus that of a process that only
-    loads the model (each in a fresh interpreter), in MiB: what fitting adds on top of the model."""
+    """Peak RSS of the whole ``weightdist fit --no-plots`` run minus that of a process that imports
+    the same modules and only loads the model (each in a fresh interpreter), in MiB: what fitting
+    adds on top of the loaded model."""
     def peak(mode: str) -> int:
         out = subprocess.run([sys.executable, "-c", _PEAK_RSS, spec, "1" if init else "0", mode],
                              check=True, capture_output=True, text=True).stdout
-        return int(out.split()[-1])  # KiB on Linux
+        return int(out.split()[-1])  # KiB
 
     return (peak("fit") - peak("load")) / 1024
 
@@ -132,4 +136,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from weightdist.errors import WeightdistError
+
+    try:
+        main()
+    except WeightdistError as exc:  # e.g. weights not cached: say so in one line (TORCH_HOME=../shared/torch)
+        raise SystemExit(f"bench_fit: {exc}") from None

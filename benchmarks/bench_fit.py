@@ -64,7 +64,8 @@ if mode == "load":
     load_model(spec, init=init)
 else:
     with tempfile.TemporaryDirectory() as tmp:
-        assert main(["fit", spec, *(["--init"] if init else []), "--no-plots", "--quiet", "--out", tmp + "/r"]) == 0
+        if main(["fit", spec, *(["--init"] if init else []), "--no-plots", "--quiet", "--out", tmp + "/r"]) != 0:
+            sys.exit(1)  # a failed fit must not be measured as if it had worked
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of this (large)
 # benchmark process would report the parent's peak; VmHWM belongs to the child's own address space.
 print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))

@@ -76,13 +76,13 @@ def test_second_concurrent_run_refuses(tmp_path, capsys):
 def test_failure_inside_stage_keeps_previous_report(tmp_path):
     out = tmp_path / "report"
     with atomic.staged_dir(out) as stage:
-        (stage / "a.txt").write_text("complete")
-        (stage / "report.md").write_text("# weightdist test\n")  # what marks a folder as ours to replace
+        (stage / "layers.csv").write_text("complete")
+        (stage / "report.md").write_text("# weightdist test\n")  # a report weightdist wrote: ours to replace
     with pytest.raises(RuntimeError):
         with atomic.staged_dir(out) as stage:
-            (stage / "a.txt").write_text("half")
+            (stage / "layers.csv").write_text("half")
             raise RuntimeError("crash mid-run")
-    assert (out / "a.txt").read_text() == "complete"
+    assert (out / "layers.csv").read_text() == "complete"
     assert [p.name for p in tmp_path.iterdir() if "staging" in p.name] == []
 
 
@@ -133,10 +133,52 @@ def test_the_current_folder_is_refused_as_output(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_previous_report_and_an_empty_folder_are_replaced(tmp_path):
+def test_a_previous_report_and_an_empty_folder_are_replaced(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["fit", "--out", str(empty), "--no-plots", *FAST]) == 0
-    (empty / "stale.txt").write_text("from an older run")
-    assert main(["fit", "--out", str(empty), "--no-plots", *FAST]) == 0  # its report.md says weightdist wrote it
-    assert not (empty / "stale.txt").exists() and (empty / "layers.csv").is_file()
+    before = (empty / "summary.json").read_text()
+    assert main(["fit", "--out", str(empty), "--no-plots", *FAST]) == 0  # a report weightdist wrote: replaced
+    assert (empty / "summary.json").read_text() != before  # (its timestamp and timing changed)
+    # A user's own file put into a report folder makes it theirs: refused, the file kept.
+    (empty / "notes.txt").write_text("mine")
+    assert main(["fit", "--out", str(empty), "--no-plots", *FAST]) == 2
+    assert "holds files weightdist did not write" in capsys.readouterr().err and (empty / "notes.txt").is_file()
+
+
+def test_a_downloaded_model_folder_is_not_taken_for_a_checkpoint(tmp_path, capsys):
+    # config.json + model.safetensors is also every Hugging Face model's layout.
+    hf = tmp_path / "my-bert"
+    hf.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        (hf / name).write_text("{}")
+    assert main(["fit", "--out", str(hf), "--no-plots", *FAST]) == 2
+    assert sorted(p.name for p in hf.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    (hf / "tokenizer.json").unlink()  # even with exactly the two names, its config.json is not ours
+    assert not atomic.is_weightdist_output(hf)
+
+
+def test_an_existing_file_as_out_is_refused_before_work(tmp_path, capsys):
+    thesis = tmp_path / "thesis.tex"
+    thesis.write_text("years of work")
+    with pytest.raises(OutputError, match="it is a file, not a folder"):
+        atomic.check_writable_dir(thesis)
+    assert thesis.read_text() == "years of work"
+
+
+def test_a_read_error_during_the_work_is_not_called_an_output_error(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        with atomic.staged_dir(tmp_path / "out"):
+            raise FileNotFoundError("shard vanished while reading")
+    assert not isinstance(info.value, OutputError)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_write_is_one_output_error_naming_the_file(tmp_path, monkeypatch):
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OutputError, match=r"cannot write .*a\.csv: No space left on device"):
+        atomic.write_bytes(tmp_path / "a.csv", b"x")
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
@@ -21,18 +22,32 @@ from .errors import OutputError, WeightdistError
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with _as_output_error(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+@contextlib.contextmanager
+def _as_output_error(out: Path) -> Iterator[None]:
+    """A failed write (permissions, a full disk, a read-only file system) as one line naming ``out``.
+
+    Only around our own writes: an OSError while reading weights is not an output problem."""
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        yield
+    except WeightdistError:  # already one line (some are OSError subclasses)
         raise
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}; choose another --out") from None
 
 
 def _umask() -> int:
@@ -45,13 +60,31 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+# Every name a weightdist output folder can hold at its top level (fit, drift, compare, over-training,
+# vae compare, vae train). A folder is ours to replace only if it holds nothing else.
+OUTPUT_NAMES = frozenset({
+    "report.md", "summary.json", "layers.csv", "comparisons.csv", "plots", "drift.csv", "drift.png", "init_check.csv",
+    "compare.csv", "over_training.csv", "family_scores.csv", "results.csv", "latent_fits.csv", "density_sweep.csv",
+    "plan.json", "samples.png", "reconstructions.png", "latent_2d.png", "ll_vs_dim.png", "ae_density.png",
+})
+CHECKPOINT_NAMES = frozenset({"model.safetensors", "config.json"})
+
+
 def is_weightdist_output(folder: Path) -> bool:
-    """True for a folder weightdist wrote (a report, or a VAE checkpoint): only those may be replaced."""
-    report = folder / "report.md"
-    if report.is_file():
-        with open(report, "rb") as f:
+    """True only for a folder weightdist wrote, holding nothing else: a report (its report.md says
+    so on its first line) or a `vae train` checkpoint. A user's folder, or a downloaded model with
+    config.json and model.safetensors, is never one."""
+    names = {p.name for p in folder.iterdir()}
+    if "report.md" in names and names <= OUTPUT_NAMES:
+        with open(folder / "report.md", "rb") as f:
             return f.readline().startswith(b"# weightdist")
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+    if names == CHECKPOINT_NAMES:
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(meta, dict) and {"config", "history", "params"} <= set(meta)
+    return False
 
 
 def check_writable_dir(out: str | os.PathLike) -> Path:
@@ -60,11 +93,13 @@ def check_writable_dir(out: str | os.PathLike) -> Path:
     A report replaces its folder whole, so an existing folder must be empty or a
     previous weightdist output: never a user's own folder (or the current one)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot write report to {out}: it is a file, not a folder; choose another --out")
     if out.exists() and out.resolve() in (Path.cwd().resolve(), Path(out.resolve().anchor)):
         raise OutputError(f"cannot write report to {out}: the report replaces its folder whole; choose a new subfolder as --out")
     if out.is_dir() and any(out.iterdir()) and not is_weightdist_output(out):
         raise OutputError(f"cannot write report to {out}: the folder holds files weightdist did not write "
-                          "(a report replaces its folder whole); choose a new or empty --out")
+                          "(a report replaces its folder whole, so it only replaces its own); choose a new or empty --out")
     _check_creatable(out)
     return out
 
@@ -116,20 +151,18 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
     keeps its previous complete contents.
     """
     out = check_writable_dir(out)
-    try:
-        with output_lock(out):
+    with contextlib.ExitStack() as held:  # the lock is held from staging to swap
+        with _as_output_error(out):
+            held.enter_context(output_lock(out))
             recover_interrupted(out)
             stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.staging-"))
             os.chmod(stage, 0o777 & ~_umask())
-            try:
-                yield stage
+        try:
+            yield stage  # errors of the work itself (reading weights, fitting) pass through unchanged
+            with _as_output_error(out):
                 _swap_into_place(stage, out)
-            finally:
-                shutil.rmtree(stage, ignore_errors=True)
-    except WeightdistError:  # already one line (some are OSError subclasses)
-        raise
-    except OSError as exc:  # permissions, a full disk, a read-only file system
-        raise OutputError(f"cannot write report to {out}: {exc.strerror or exc}; choose another --out") from None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
 
 
 def recover_interrupted(out: Path) -> None:

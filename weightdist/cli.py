@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fit", help="fit Gaussian/Laplace/Student-t/gennorm to every layer and write a report")
     p.add_argument("model", nargs="?", default=None, help="model name (see 'weightdist models'), timm:<name>, or a checkpoint file; default: the embedded resnet20_fashionmnist")
-    p.add_argument("--out", default=None, help="report folder (default: reports/<model>)")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<model>); replaced whole, so it must be new, empty or an earlier weightdist report")
     p.add_argument("--no-plots", action="store_true", help="skip figures (faster)")
     p.add_argument("--plot-layers", type=int, default=None, metavar="N", help="plot only N layers spread over depth (default: all)")
     p.add_argument("--over-training", metavar="DIR", default=None, help="folder of weight snapshots saved during training: plot the fits across training")

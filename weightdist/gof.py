@@ -253,7 +253,7 @@ def verdict(layer_fit: LayerFit, pairs: Sequence[PairTest]) -> str:
     if best is None:
         return layer_fit.status
     fits = layer_fit.fits
-    shape = get_family(best).describe(fits[best].params)
+    shape = get_family(best).describe(fits[best].params, fits[best].note)
     decisive, close = [], []
     for t in pairs:
         if best not in (t.family_a, t.family_b):

@@ -38,7 +38,7 @@ def plot_layer_fit(layer_fit, x, ax=None, log_density: bool = False):
     grid = np.linspace(lo, hi, 600)
     for name, f in layer_fit.fits.items():
         density = np.exp(get_family(name).logpdf(grid, f.params))
-        ax.plot(grid, density, color=color(name), lw=1.3, label=f"{name} {get_family(name).describe(f.params)}".strip())
+        ax.plot(grid, density, color=color(name), lw=1.3, label=f"{name} {get_family(name).describe(f.params, f.note)}".strip())
     if log_density:
         ax.set_yscale("log")
         ax.set_ylim(bottom=max(0.5 / (x.size * (hi - lo) / 200), 1e-12))

@@ -59,8 +59,8 @@ class Family(ABC):
     def sample(self, n: int, params: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
         return np.asarray(self.scipy_dist(params).rvs(size=n, random_state=rng), dtype=np.float64)
 
-    def describe(self, params: Mapping[str, float]) -> str:
-        """Short human label used in verdicts, e.g. 'df≈4.2'."""
+    def describe(self, params: Mapping[str, float], note: str = "") -> str:
+        """Short human label used in verdicts and legends, e.g. 'df≈4.2'; ``note`` is the fit's note."""
         return ""
 
 

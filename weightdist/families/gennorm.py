@@ -281,5 +281,5 @@ class GenNorm(Family):
     def scipy_dist(self, params: Mapping[str, float]):
         return stats.gennorm(params["beta"], loc=params["loc"], scale=params["scale"])
 
-    def describe(self, params: Mapping[str, float]) -> str:
+    def describe(self, params: Mapping[str, float], note: str = "") -> str:
         return "uniform limit" if params["beta"] >= UNIFORM_LIKE_BETA else f"β≈{params['beta']:.3g}"

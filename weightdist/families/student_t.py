@@ -25,7 +25,7 @@ from typing import Mapping
 import numpy as np
 from scipy import special, stats
 
-from .base import Estimate, Family, blocks, dot, register_family
+from .base import FAMILIES, Estimate, Family, blocks, dot, register_family
 
 DF_CAP = 1e6
 DF_FLOOR = 0.05
@@ -34,11 +34,6 @@ SUBSAMPLE = 20_000
 
 # 5 % critical value of the boundary null ½χ²₀ + ½χ²₁ of the t-vs-Gaussian likelihood ratio.
 GAUSSIAN_LR_CRITICAL = float(stats.chi2.isf(0.10, 1))
-
-
-def _gaussian_loglik(x: np.ndarray) -> float:
-    centred = x - float(np.mean(x, dtype=np.float64))
-    return -0.5 * x.size * (math.log(2 * math.pi * dot(centred, centred) / x.size) + 1.0)
 
 
 def _const(nu: float) -> tuple[float, float, float]:
@@ -178,7 +173,7 @@ class StudentT(Family):
         if params["df"] >= DF_CAP * (1 - 1e-9):
             params["df"], note = DF_CAP, f"Gaussian limit: df at cap {DF_CAP:g}"
         else:
-            lr = 2 * (ll - _gaussian_loglik(x_sorted))
+            lr = 2 * (ll - FAMILIES.get("gaussian").fit(x_sorted).loglik)
             if lr < GAUSSIAN_LR_CRITICAL:
                 note = f"Gaussian limit: indistinguishable from a Gaussian (LR={max(lr, 0):.2g} < {GAUSSIAN_LR_CRITICAL:.2f})"
         return Estimate(params, converged=converged, note=note if converged else (note or "Newton did not converge"),
@@ -199,5 +194,8 @@ class StudentT(Family):
     def sample(self, n, params, rng):
         return params["loc"] + params["scale"] * rng.standard_t(params["df"], size=n)
 
-    def describe(self, params: Mapping[str, float]) -> str:
-        return "Gaussian limit" if params["df"] >= DF_CAP else f"df≈{params['df']:.3g}"  # the fit's note says more
+    def describe(self, params: Mapping[str, float], note: str = "") -> str:
+        df = params["df"]
+        if df >= DF_CAP:
+            return "Gaussian limit"
+        return f"Gaussian limit (df≈{df:.3g}, indistinguishable)" if note.startswith("Gaussian limit") else f"df≈{df:.3g}"

@@ -150,6 +150,52 @@ def test_gaussian_monte_carlo_kl_matches_analytic():
     assert_allclose(float(mc), float(latent.kl(params)), rtol=0.02)
 
 
+def test_mixture_prior_monte_carlo_kl_equals_the_gaussian_kl_when_the_mixture_collapses():
+    # Every component at N(0, I): the MoG prior is the standard normal, so the default Monte-Carlo KL
+    # path (used by mog and vamp in training) must reproduce the Gaussian's closed form.
+    torch.manual_seed(0)
+    mog = LATENTS.get("mog")(3, 8)
+    with torch.no_grad():
+        mog.prior_means.zero_()
+        mog.prior_log_std.zero_()
+    params = (torch.tensor([[0.5, -1.0, 0.3]]), torch.tensor([[-1.0, 0.5, 0.0]]))
+    z = mog.rsample(params, 400_000)
+    analytic = float(LATENTS.get("gaussian")(3, 8).kl(params))
+    assert_allclose(float(mog.kl(params, z)), analytic, rtol=0.01)
+
+
+@pytest.mark.parametrize("p, kappa", [(3, 0.5), (3, 20.0), (5, 4.0)])
+def test_power_spherical_density_integrates_to_one(p, kappa):
+    # Independent of the normaliser's own formula: the density of t = μᵀz on [−1, 1] is
+    # q(t) |S^{p−2}| (1 − t²)^{(p−3)/2}; it must integrate to 1.
+    mu = torch.zeros(1, p, dtype=torch.float64)
+    mu[0, 0] = 1.0
+    k = torch.tensor([kappa], dtype=torch.float64)
+    log_area = spherical.log_sphere_area(p - 1)
+
+    def density(t: float) -> float:
+        x = torch.zeros(1, p, dtype=torch.float64)
+        x[0, 0], x[0, 1] = t, math.sqrt(max(0.0, 1 - t * t))
+        return math.exp(float(spherical.power_spherical_log_prob(x, mu, k)) + log_area) * (1 - t * t) ** ((p - 3) / 2)
+
+    assert_allclose(integrate.quad(density, -1, 1, limit=200)[0], 1.0, rtol=1e-6)
+
+
+def test_frechet_distance_of_known_gaussians():
+    # Identity features: N(0, I₄) against N(1, 4 I₄) has Fréchet distance 4·1 + 4·(1 + 4 − 2·2) = 8.
+    from weightdist.vae.evaluate import frechet_distance
+
+    class Identity:
+        def features(self, x):
+            return x
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(200_000, 4, generator=g, dtype=torch.float64)
+    b = 1 + 2 * torch.randn(200_000, 4, generator=g, dtype=torch.float64)
+    assert_allclose(frechet_distance(Identity(), a, b), 8.0, rtol=0.02)
+    assert frechet_distance(Identity(), a, a) < 1e-4
+
+
 def test_registry_names():
     assert set(LATENTS) == {"gaussian", "vmf", "power_spherical", "mog", "vamp", "ae"}
 

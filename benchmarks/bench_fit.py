@@ -23,9 +23,9 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from weightdist.extract import extract_layers
-from weightdist.fitting import fit
-from weightdist.models import load_model
+from weightdist.sources.extract import extract_layers
+from weightdist.core.fitting import fit
+from weightdist.sources import load_model
 
 SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}
 SHAPE = {"student_t": "df", "gennorm": "beta"}
@@ -56,9 +56,9 @@ def engine(layers) -> tuple[float, list]:
 
 _PEAK_RSS = """
 import sys, tempfile
-from weightdist.models import load_model
+from weightdist.sources import load_model
 from weightdist.cli import main
-import weightdist.api, weightdist.gof, weightdist.report  # the same code in memory in both modes: only data differs
+import weightdist.api, weightdist.core.gof, weightdist.reporting.report  # the same code in memory in both modes: only data differs
 spec, init, mode = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
 if mode == "load":
     load_model(spec, init=init)

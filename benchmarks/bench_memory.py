@@ -65,7 +65,7 @@ def child_peak_rss_mb(argv: list[str]) -> tuple[float, float]:
 def measure(gb: float, tensor_mb: int, folder: Path) -> dict:
     path = folder / "synthetic.safetensors"
     count, tensor_bytes = write_synthetic_safetensors(path, int(gb * 2**30), tensor_mb * 2**20)
-    baseline, _ = child_peak_rss_mb([sys.executable, "-c", "import torch, weightdist.cli, weightdist.models, weightdist.extract"])
+    baseline, _ = child_peak_rss_mb([sys.executable, "-c", "import torch, weightdist.cli, weightdist.sources, weightdist.sources.extract"])
     peak, seconds = child_peak_rss_mb([sys.executable, "-m", "weightdist", "fit", str(path), "--max-per-layer", "100000",
                                        "--no-plots", "--quiet", "--out", str(folder / "report")])
     return {"file_mb": path.stat().st_size / 2**20, "tensors": count, "largest_tensor_mb": tensor_bytes / 2**20,
@@ -76,8 +76,8 @@ ITER_CHILD = """
 import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
-from weightdist.extract import iter_layers
-from weightdist.models import load_model
+from weightdist.sources.extract import iter_layers
+from weightdist.sources import load_model
 
 path, max_per_layer = sys.argv[1], int(sys.argv[2])
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -137,7 +137,7 @@ def main() -> None:
                   f"{r['peak_rss_mb']:.0f} MB | {extra:.0f} MB | {extra / r['largest_tensor_mb']:.2f}× | "
                   f"{r['peak_rss_mb'] / r['file_mb']:.3f} | {r['seconds']:.0f} s |")
         if args.mode in ("fit", "both"):
-            baseline, _ = child_peak_rss_mb([sys.executable, "-c", "import torch, weightdist.cli, weightdist.models, weightdist.extract"])
+            baseline, _ = child_peak_rss_mb([sys.executable, "-c", "import torch, weightdist.cli, weightdist.sources, weightdist.sources.extract"])
             peak, seconds = child_peak_rss_mb([sys.executable, "-m", "weightdist", "fit", str(path), "--max-per-layer", str(args.max_per_layer),
                                                "--no-plots", "--quiet", "--out", str(folder / "report")])
             extra = peak - baseline

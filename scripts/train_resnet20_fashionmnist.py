@@ -1,6 +1,6 @@
 """Train the embedded default model: CIFAR ResNet-20 adapted to 1x28x28 Fashion-MNIST.
 
-Reproduces weightdist/models/weights/resnet20_fashionmnist.safetensors (float32,
+Reproduces weightdist/sources/weights/resnet20_fashionmnist.safetensors (float32,
 about 1.1 MB) and its metadata JSON (seed, epochs, test accuracy, schedule), and
 writes weight snapshots during training for ``weightdist fit --over-training``.
 
@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from weightdist.data import load_split  # noqa: E402
-from weightdist.models.cifar_resnet import CifarResNet  # noqa: E402
+from weightdist.sources.cifar_resnet import CifarResNet  # noqa: E402
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weightdist" / "models" / "weights"
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from bad_inputs import BAD_INPUT_CASES, MARKER_NAME, Payload, small_state
 from weightdist.cli import main
 from weightdist.errors import CheckpointError, WeightdistError, WeightsNotCachedError
-from weightdist.extract import extract_layers
-from weightdist.models import load_model
-from weightdist.models.checkpoint import open_weights
+from weightdist.sources.extract import extract_layers
+from weightdist.sources import load_model
+from weightdist.sources.checkpoint import open_weights
 
 IDS = [case[0] for case in BAD_INPUT_CASES]
 
@@ -67,7 +67,7 @@ def test_timm_local_override_refuses_payload(tmp_path):
 
 def test_hostile_file_in_the_hugging_face_cache_is_refused(tmp_path, monkeypatch):
     # A stranger's pytorch_model.bin planted where timm looks for resnet18's pretrained weights.
-    import weightdist.models as models
+    import weightdist.sources as models
 
     import huggingface_hub.constants
 

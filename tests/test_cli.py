@@ -12,8 +12,8 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 from weightdist.cli import main
-from weightdist.extract import extract_layers
-from weightdist.models import load_model
+from weightdist.sources.extract import extract_layers
+from weightdist.sources import load_model
 
 SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}
 

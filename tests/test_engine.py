@@ -8,10 +8,10 @@ import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
 
-from weightdist.families import get_family, list_families
-from weightdist.families.student_t import DF_CAP
-from weightdist.fitting import fit
-from weightdist.ks import ks_statistic
+from weightdist.core.families import get_family, list_families
+from weightdist.core.families.student_t import DF_CAP
+from weightdist.core.fitting import fit
+from weightdist.core.ks import ks_statistic
 
 SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}
 SHAPE = {"student_t": "df", "gennorm": "beta"}

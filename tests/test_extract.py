@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from weightdist.extract import KINDS, Layer, extract_layers, iter_layers, kind_from_name
-from weightdist.models import load_model
-from weightdist.models.checkpoint import SafetensorsFile
+from weightdist.sources.extract import KINDS, Layer, extract_layers, iter_layers, kind_from_name
+from weightdist.sources import load_model
+from weightdist.sources.checkpoint import SafetensorsFile
 
 ALL_KINDS = KINDS
 

@@ -11,7 +11,7 @@ import pytest
 from safetensors.torch import save_file
 
 from weightdist.cli import main
-from weightdist.findings import findings_markdown, read_reports
+from weightdist.reporting.findings import findings_markdown, read_reports
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 FIT_REPORTS = sorted(p.parent for p in REPORTS.glob("*/summary.json"))
@@ -55,7 +55,7 @@ def test_compare_report_folders(tmp_path):
 
 
 def test_over_training_on_snapshots(tmp_path):
-    from weightdist.models import load_model
+    from weightdist.sources import load_model
 
     trained = load_model("resnet20_fashionmnist").module.state_dict()
     start = load_model("resnet20_fashionmnist", init=True).module.state_dict()

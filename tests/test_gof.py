@@ -10,9 +10,9 @@ from numpy.testing import assert_allclose
 from scipy import stats
 from statsmodels.stats.diagnostic import lilliefors
 
-from weightdist.families import get_family
-from weightdist.fitting import fit
-from weightdist.gof import (assess_layer, bootstrap_ks_pvalue, hill_index, likelihood_ratio_test, tail_shape,
+from weightdist.core.families import get_family
+from weightdist.core.fitting import fit
+from weightdist.core.gof import (assess_layer, bootstrap_ks_pvalue, hill_index, likelihood_ratio_test, tail_shape,
                             vuong_test, wasserstein1)
 
 
@@ -126,8 +126,8 @@ def test_tail_shape_kurtosis_and_both_tails():
 
 def test_blockwise_vuong_in_pair_tests_equals_the_full_array_test():
     # More values than one block, so the running moments are merged across blocks.
-    from weightdist.families import get_family
-    from weightdist.gof import pair_tests, vuong_test
+    from weightdist.core.families import get_family
+    from weightdist.core.gof import pair_tests, vuong_test
 
     x = np.sort(0.02 * np.random.default_rng(4).standard_t(5, 700_001))
     fits = fit(x).fits

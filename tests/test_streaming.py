@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import save_file
 
 from weightdist.cli import main
-from weightdist.extract import extract_layers, iter_layers
-from weightdist.models import load_model
-from weightdist.models.checkpoint import SafetensorsFile, ShardedCheckpoint
+from weightdist.sources.extract import extract_layers, iter_layers
+from weightdist.sources import load_model
+from weightdist.sources.checkpoint import SafetensorsFile, ShardedCheckpoint
 
 
 def _state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import atomic
+from .stores import atomic
 from .pipeline import FitOptions, LayerResult, comparison_table, fit_layers, layer_table
-from .report import RunInfo, options_dict, write_tables
+from .reporting.report import RunInfo, options_dict, write_tables
 
 DEFAULT_MODEL = "resnet20_fashionmnist"
 REPORTS_DIR = Path("reports")
@@ -20,7 +20,7 @@ REPORTS_DIR = Path("reports")
 
 def _load(spec_or_model: Any, init: bool, seed: int, weights_file: str | None = None):
     """A LoadedModel for a name/path, or a thin description of an in-memory model."""
-    from .models import load_model
+    from .sources import load_model
 
     if isinstance(spec_or_model, (str, Path)):
         loaded = load_model(str(spec_or_model), init=init, seed=seed, weights_file=weights_file)
@@ -30,7 +30,7 @@ def _load(spec_or_model: Any, init: bool, seed: int, weights_file: str | None = 
 
 
 def _iter_layers(loaded, options: FitOptions, skipped: Counter | None = None):
-    from .extract import iter_layers
+    from .sources.extract import iter_layers
 
     return iter_layers(loaded, kinds=options.kinds, include=options.include, exclude=options.exclude,
                        min_size=options.min_size, max_per_layer=options.max_per_layer, seed=options.seed, skipped=skipped)
@@ -71,7 +71,7 @@ def fit_report(
     label: str | None = None,
 ) -> Path:
     """Fit every layer of ``model`` and write a complete report folder atomically; returns it."""
-    from .plots import evenly_spaced, layer_figure, overview_figure, safe_filename, save_figure
+    from .reporting.plots import evenly_spaced, layer_figure, overview_figure, safe_filename, save_figure
 
     out = atomic.check_writable_dir(out or default_out(label or model, init))  # before any expensive work
     command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")

@@ -15,10 +15,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .extract import DEFAULT_KINDS, KINDS, Layer
-from .families import param_columns
-from .fitting import LayerFit, fit_sorted, prepare, resolve_families
-from .gof import LayerAssessment, assess_layer, assessment_rows, comparison_rows
+from .sources.extract import DEFAULT_KINDS, KINDS, Layer
+from .core.families import param_columns
+from .core.fitting import LayerFit, fit_sorted, prepare, resolve_families
+from .core.gof import LayerAssessment, assess_layer, assessment_rows, comparison_rows
 
 
 

@@ -43,7 +43,7 @@ def _check_prior(names) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..atomic import check_writable_dir
+    from ..stores.atomic import check_writable_dir
     from ..data import dataset_dir
     from ..errors import WeightdistError
     from .train import TrainConfig, save_checkpoint, train_vae
@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from ..atomic import check_writable_dir
+    from ..stores.atomic import check_writable_dir
     from ..data import dataset_dir
     from ..errors import WeightdistError
     from .compare import QUICK, Plan, run_comparison

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import atomic
+from ..stores import atomic
 from ..errors import WeightdistError
-from ..report import csv_bytes, markdown_table
+from ..reporting.report import csv_bytes, markdown_table
 from .density import fit_density, heldout_curve
 from .evaluate import active_units, elbo_terms, frechet_distance, iwae_log_likelihood, posterior_means, train_feature_net
 from .latents import LATENTS
@@ -127,7 +127,7 @@ def evaluate_run(trained, data: Data, plan: Plan, feature_net) -> tuple[dict, di
 
 def latent_fit_rows(prior: str, dim: int, means: np.ndarray) -> list[dict]:
     """Tie to the weights half: are the encoder means Gaussian? Same fitting engine, per dimension and pooled."""
-    from ..fitting import fit
+    from ..core.fitting import fit
 
     rows = []
     columns = [(f"dim{j}", means[:, j]) for j in range(means.shape[1])] + [("pooled", means.ravel())]
@@ -181,7 +181,7 @@ def _grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
 
 
 def _image_figure(panels: dict[str, np.ndarray], title: str):
-    from ..plots import _plt
+    from ..reporting.plots import _plt
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0))
@@ -195,7 +195,7 @@ def _image_figure(panels: dict[str, np.ndarray], title: str):
 
 
 def _scatter_figure(codes: dict[str, np.ndarray], labels: np.ndarray):
-    from ..plots import _plt
+    from ..reporting.plots import _plt
 
     plt = _plt()
     fig, axes = plt.subplots(1, len(codes), figsize=(2.8 * len(codes), 2.9))
@@ -213,7 +213,7 @@ def _scatter_figure(codes: dict[str, np.ndarray], labels: np.ndarray):
 
 
 def _ll_figure(results: pd.DataFrame):
-    from ..plots import _plt
+    from ..reporting.plots import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -228,7 +228,7 @@ def _ll_figure(results: pd.DataFrame):
 
 
 def _density_figure(sweep: pd.DataFrame):
-    from ..plots import _plt
+    from ..reporting.plots import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -444,7 +444,7 @@ def run_comparison(plan: Plan, out: str | Path, command: str = "", log=print, pr
     sweep = density_sweep(data, plan, log) if "ae" in plan.priors else pd.DataFrame()
     latent_fits = pd.DataFrame(fits)
     seconds = time.perf_counter() - start
-    from ..plots import save_figure
+    from ..reporting.plots import save_figure
 
     show_dim = 10 if 10 in plan.dims else max(plan.dims)
     with atomic.staged_dir(out) as stage:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
-from ..registry import Registry
+from ..core.registry import Registry
 from . import spherical
 
 

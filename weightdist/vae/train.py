@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import atomic
+from ..stores import atomic
 from ..data import load_split
 from .model import VAE, parameter_count
 

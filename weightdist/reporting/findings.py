@@ -15,9 +15,9 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from . import atomic
-from .compare import read_report_folder
-from .errors import WeightdistError
+from ..stores import atomic
+from ..analyses.compare import read_report_folder
+from ..errors import WeightdistError
 from .report import _fmt, headline_stats, markdown_table
 
 # Training data behind each model name (glob), for the by-dataset comparison.
@@ -201,7 +201,7 @@ def vae_lines(root: Path) -> list[str]:
     results_csv = root / "vae" / "results.csv"
     if not (root / "vae" / "report.md").is_file() or not results_csv.is_file():
         return []
-    from .vae.compare import claim_verdicts
+    from ..vae.compare import claim_verdicts
 
     results = pd.read_csv(results_csv)
     sweep_csv = root / "vae" / "density_sweep.csv"

@@ -12,10 +12,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import atomic
-from .errors import WeightdistError
-from .pipeline import FitOptions
-from .report import csv_bytes, markdown_table
+from ..stores import atomic
+from ..errors import WeightdistError
+from ..pipeline import FitOptions
+from ..reporting.report import csv_bytes, markdown_table
 
 SNAPSHOT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _EPOCH = re.compile(r"epoch[_-]?(\d+(?:\.\d+)?)")
@@ -39,7 +39,7 @@ def snapshot_files(folder: str | Path) -> list[tuple[float, Path]]:
 
 
 def fit_snapshots(snapshots: Sequence[tuple[float, Path]], options: FitOptions, progress: bool = True) -> pd.DataFrame:
-    from .api import fit_model
+    from ..api import fit_model
 
     iterator = snapshots
     if progress:
@@ -63,7 +63,7 @@ def family_scores(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_layer_figure(table: pd.DataFrame, family: str, column: str, ylabel: str, log: bool):
-    from .plots import _plt
+    from ..reporting.plots import _plt
 
     plt = _plt()
     rows = table[table["family"] == family]
@@ -85,7 +85,7 @@ def _per_layer_figure(table: pd.DataFrame, family: str, column: str, ylabel: str
 
 
 def _scores_figure(scores: pd.DataFrame):
-    from .plots import _plt, color
+    from ..reporting.plots import _plt, color
 
     plt = _plt()
     fig, (ax_gain, ax_wins) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -104,7 +104,7 @@ def _scores_figure(scores: pd.DataFrame):
 
 def over_training_report(folder: str | Path, out: str | Path | None, *, options: FitOptions = FitOptions(),
                          command: str = "") -> Path:
-    from .plots import save_figure
+    from ..reporting.plots import save_figure
 
     snapshots = snapshot_files(folder)
     out = atomic.check_writable_dir(out or Path("reports") / f"{Path(folder).name}_over_training")

@@ -12,10 +12,10 @@ from typing import Sequence
 
 import pandas as pd
 
-from . import atomic
-from .errors import WeightdistError
-from .pipeline import FitOptions
-from .report import csv_bytes, headline_stats, markdown_table
+from ..stores import atomic
+from ..errors import WeightdistError
+from ..pipeline import FitOptions
+from ..reporting.report import csv_bytes, headline_stats, markdown_table
 
 
 REQUIRED_COLUMNS = ("layer", "family", "relative_depth", "n", "aic", "ks_stat", "is_best")
@@ -50,7 +50,7 @@ def load_table(item: str, options: FitOptions) -> tuple[str, pd.DataFrame]:
     if folder.is_dir():
         model, init, table = read_report_folder(folder)
         return (f"{model} (init)" if init else model), table
-    from .api import fit_model
+    from ..api import fit_model
 
     return item, fit_model(item, **vars(options))
 
@@ -83,7 +83,7 @@ def cross_model_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def depth_figure(tables: dict[str, pd.DataFrame], family: str, column: str, ylabel: str, log: bool = False):
-    from .plots import _plt
+    from ..reporting.plots import _plt
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -107,7 +107,7 @@ def compare_markdown(table: pd.DataFrame, command: str, figures: Sequence[str]) 
 
 
 def compare_report(items: Sequence[str], out: str | Path, *, options: FitOptions = FitOptions(), command: str = "") -> Path:
-    from .plots import save_figure
+    from ..reporting.plots import save_figure
 
     if len(items) < 1:
         raise WeightdistError("compare needs at least one model or report folder")

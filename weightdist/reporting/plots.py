@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic
-from .families import get_family
+from ..stores import atomic
+from ..core.families import get_family
 
 FAMILY_COLORS = {"gaussian": "tab:blue", "laplace": "tab:orange", "student_t": "tab:green", "gennorm": "tab:red"}
 

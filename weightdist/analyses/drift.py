@@ -10,11 +10,11 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from . import atomic
-from .families import get_family
-from .ks import ks_pvalue, ks_statistic
-from .pipeline import FitOptions
-from .report import csv_bytes, markdown_table
+from ..stores import atomic
+from ..core.families import get_family
+from ..core.ks import ks_pvalue, ks_statistic
+from ..pipeline import FitOptions
+from ..reporting.report import csv_bytes, markdown_table
 
 # An initialiser in closed form: layer -> (family, params).
 InitLaw = Callable[[object], tuple[str, dict]]
@@ -35,7 +35,7 @@ def torchvision_mobilenet(layer) -> tuple[str, dict]:
 
 def bert_normal(layer) -> tuple[str, dict]:
     """BertPreTrainedModel._init_weights: linear weights N(0, initializer_range²)."""
-    from .models.bert import MINILM_L6
+    from ..sources.bert import MINILM_L6
 
     return "gaussian", {"loc": 0.0, "scale": MINILM_L6.initializer_range}
 
@@ -105,8 +105,8 @@ def drift_table(trained: pd.DataFrame, init: pd.DataFrame, norms_trained: dict, 
 
 
 def drift_report(model: str, out: str | Path | None = None, *, options: FitOptions = FitOptions(), command: str = "") -> Path:
-    from .api import _iter_layers, _load, default_out, fit_model
-    from .plots import _plt, save_figure
+    from ..api import _iter_layers, _load, default_out, fit_model
+    from ..reporting.plots import _plt, save_figure
 
     out = atomic.check_writable_dir(out or Path(f"{default_out(model, False)}_drift"))
     trained_loaded, _ = _load(model, False, options.seed)

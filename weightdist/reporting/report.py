@@ -18,8 +18,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import atomic
-from .families import label_of
+from ..stores import atomic
+from ..core.families import label_of
 
 PVALUE_NOTE = (
     "`ks_pvalue` treats the fitted parameters as known in advance; they were estimated from the same data, "

@@ -72,7 +72,7 @@ class LayerFit:
         return min(usable, key=lambda f: f.aic).family if usable else None
 
     def plot(self, x: np.ndarray, ax=None, log_density: bool = False):
-        from .plots import plot_layer_fit  # matplotlib stays out of the core import path
+        from ..reporting.plots import plot_layer_fit  # matplotlib stays out of the core import path
 
         return plot_layer_fit(self, x, ax=ax, log_density=log_density)
 

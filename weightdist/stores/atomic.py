@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from .errors import OutputError, WeightdistError
+from ..errors import OutputError, WeightdistError
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

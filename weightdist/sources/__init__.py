@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError, one_line
-from ..registry import Registry, unknown_name_message
+from ..core.registry import Registry, unknown_name_message
 from .checkpoint import load_pickle_checkpoint, looks_like_file, open_weights
 from .bert import BertWeights
 from .cifar_resnet import CifarResNet

@@ -7,8 +7,8 @@ import shlex
 import sys
 from typing import Sequence
 
-from .errors import WeightdistError
-from .extract import DEFAULT_KINDS, KINDS
+from ..errors import WeightdistError
+from ..sources.extract import DEFAULT_KINDS, KINDS
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -32,7 +32,7 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def fit_options(args: argparse.Namespace):
-    from .pipeline import FitOptions
+    from ..pipeline import FitOptions
 
     return FitOptions(families=args.families, kinds=args.kinds, include=args.include, exclude=args.exclude,
                       min_size=args.min_size, max_per_layer=args.max_per_layer, seed=args.seed,
@@ -40,10 +40,10 @@ def fit_options(args: argparse.Namespace):
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from .api import DEFAULT_MODEL, fit_report
+    from ..api import DEFAULT_MODEL, fit_report
 
     if args.over_training:
-        from .dynamics import over_training_report
+        from ..analyses.dynamics import over_training_report
 
         out = over_training_report(args.over_training, args.out, options=fit_options(args), command=args.command_line)
     else:
@@ -55,14 +55,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
+    from ..sources import list_models
 
     print("\n".join(list_models(args.pattern)))
     return 0
 
 
 def cmd_families(args: argparse.Namespace) -> int:
-    from .families import FAMILIES
+    from ..core.families import FAMILIES
 
     for name in FAMILIES:
         fam = FAMILIES.get(name)
@@ -71,7 +71,7 @@ def cmd_families(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_report
+    from ..analyses.compare import compare_report
 
     out = compare_report(args.models, args.out, options=fit_options(args), command=args.command_line)
     print(f"wrote {out}/report.md")
@@ -79,7 +79,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from .drift import drift_report
+    from ..analyses.drift import drift_report
 
     out = drift_report(args.model, args.out, options=fit_options(args), command=args.command_line)
     print(f"wrote {out}/report.md")
@@ -87,7 +87,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_findings(args: argparse.Namespace) -> int:
-    from .findings import findings_report
+    from ..reporting.findings import findings_report
 
     print(f"wrote {findings_report(args.reports, args.out, command=args.command_line)}")
     return 0
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_families)
 
     try:
-        from .vae.cli import add_vae_commands
+        from ..vae.cli import add_vae_commands
     except ImportError:  # the VAE submodule is optional at import time
         add_vae_commands = None
     if add_vae_commands is not None:

@@ -1,24 +1,33 @@
 """Fitting engine against the obvious baseline: scipy's ``dist.fit`` + ``kstest`` per layer
 per family (what fitter and distfit do), both timed in the same run on this machine.
 
-    TORCH_HOME=../shared/torch python benchmarks/bench_fit.py [--quick]
+    TORCH_HOME=../shared/torch python benchmarks/bench_fit.py [--quick] [--memory]
 
 Per model it prints the baseline time, the engine time (sort + four MLE fits + four
 exact KS statistics per layer; model loading excluded), their ratio, the worst
 log-likelihood gap per weight (engine − scipy; ≥ −1e-6 means the engine's MLE is at
 least as good), the worst KS mismatch (engine's statistic against scipy.stats.kstest
-at the engine's parameters) and the peak extra memory of the whole
-``weightdist fit --no-plots`` run (peak RSS minus that of a process that only loads the
-model) against the model's float32 size. For ResNet-50 the scipy baseline is timed on every 6th
-layer and extrapolated by weight count (stated in the table).
+at the engine's parameters), the floor (one float32 np.sort plus ten float32 log1p passes
+over the same weights) and the engine-to-floor ratio; with ``--memory`` also the peak extra
+memory of the whole ``weightdist fit --no-plots`` run (peak RSS minus that of a process that
+only loads the model) against the model's float32 size. For ResNet-50 the scipy baseline is
+timed on every 6th layer and extrapolated by weight count (stated in the table).
+
+Then (not with --quick): the whole ``weightdist fit resnet50 --init --no-plots`` command
+against the fit alone, the time per layer figure, and 1 against 2 worker processes.
+Every figure is a ratio against something timed in the same run: the build machines are
+shared, so absolute seconds vary severalfold from run to run.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -84,7 +93,7 @@ def peak_extra_memory(spec: str, init: bool) -> float:
     return (peak("fit") - peak("load")) / 1024
 
 
-def bench(spec: str, init: bool, baseline_every: int) -> dict:
+def bench(spec: str, init: bool, baseline_every: int, memory: bool = False) -> dict:
     layers = extract_layers(load_model(spec, init=init))
     n_total = sum(layer.numel for layer in layers)
     t_engine, results = engine(layers)
@@ -109,31 +118,98 @@ def bench(spec: str, init: bool, baseline_every: int) -> dict:
         "ratio": t_base * scale / t_engine,
         "worst_gap": worst_gap,
         "worst_ks": worst_ks,
-        "peak_mb": peak_extra_memory(spec, init),
+        "peak_mb": peak_extra_memory(spec, init) if memory else math.nan,
+        "floor_s": floor_seconds(layers),
         "model_mb": n_total * 4 / 2**20,
     }
 
 
+def floor_seconds(layers) -> float:
+    """The floor for the same weights: one float32 np.sort plus ten float32 log1p passes per layer."""
+    t = 0.0
+    for layer in layers:
+        v = np.abs(layer.values.astype(np.float32))
+        buf = np.empty_like(v)
+        t0 = time.perf_counter()
+        np.sort(v)
+        for _ in range(10):
+            np.log1p(v, out=buf)
+        t += time.perf_counter() - t0
+    return t
+
+
+def cli_seconds(spec: str, init: bool, workers: int) -> float:
+    """Wall time of the whole ``weightdist fit --no-plots`` command in a fresh interpreter."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "weightdist", "fit", spec, *(["--init"] if init else []), "--no-plots",
+                        "--quiet", "--workers", str(workers), "--out", f"{tmp}/r"], check=True, capture_output=True)
+        return time.perf_counter() - t0
+
+
+def plot_seconds(spec: str, count: int = 6) -> tuple[float, float]:
+    """Wall and CPU seconds per layer figure (histogram, log density, QQ; PNG encoded), over ``count`` layers."""
+    from weightdist.pipeline import FitOptions, fit_layers
+    from weightdist.reporting.plots import layer_figure, save_figure
+
+    kept = []
+    layers = extract_layers(load_model(spec))[:count]
+    list(fit_layers(layers, FitOptions(), on_layer=lambda r, x: kept.append((r, x))))
+    with tempfile.TemporaryDirectory() as tmp:
+        save_figure(layer_figure(*kept[0]), Path(tmp) / "warm.png")  # matplotlib's first figure pays for font loading
+        wall, cpu = time.perf_counter(), time.process_time()
+        for i, (result, x_sorted) in enumerate(kept):
+            save_figure(layer_figure(result, x_sorted), Path(tmp) / f"{i}.png")
+        return (time.perf_counter() - wall) / len(kept), (time.process_time() - cpu) / len(kept)
+
+
+def worker_ratio(spec: str) -> tuple[float, float, bool]:
+    """Seconds for the whole per-layer analysis (fits, KS, goodness of fit) with 1 and 2 worker
+    processes, and whether the two tables are identical."""
+    from weightdist.pipeline import FitOptions, fit_layers, layer_table
+
+    layers = extract_layers(load_model(spec))
+    times, tables = [], []
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        tables.append(layer_table(list(fit_layers(layers, FitOptions(), workers=workers))))
+        times.append(time.perf_counter() - t0)
+    return times[0], times[1], tables[0].equals(tables[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="resnet20_cifar10 only")
+    ap.add_argument("--quick", action="store_true", help="resnet20_cifar10 only, no ResNet-50, CLI or worker timing")
+    ap.add_argument("--memory", action="store_true", help="also measure peak extra memory of each whole run")
     args = ap.parse_args()
-    cases = [("resnet20_cifar10", False, 1)]
-    if not args.quick:
-        cases += [("mobilenet_v2", False, 1), ("resnet50", True, 6)]
+    cases = [("resnet20_cifar10", False, 1)] if args.quick else [("resnet56_cifar10", False, 1), ("resnet50", True, 6)]
     rows = []
     for spec, init, every in cases:
-        row = bench(spec, init, every)
+        row = bench(spec, init, every, memory=args.memory)
         rows.append(row)
         print(f"{row['model']}: baseline {row['baseline_s']:.1f}s ({row['baseline_note']}), engine {row['engine_s']:.2f}s, "
-              f"ratio {row['ratio']:.0f}x, worst loglik gap {row['worst_gap']:+.2e}/weight, worst KS mismatch {row['worst_ks']:.1e}, "
-              f"peak extra memory {row['peak_mb']:.0f} MB (model float32 {row['model_mb']:.0f} MB)", flush=True)
+              f"ratio {row['ratio']:.1f}x, worst loglik gap {row['worst_gap']:+.2e}/weight, worst KS mismatch {row['worst_ks']:.1e}, "
+              f"floor {row['floor_s']:.2f}s (engine/floor {row['engine_s'] / row['floor_s']:.1f}x)", flush=True)
     print()
-    print("| model | layers | weights | scipy baseline (s) | engine (s) | ratio | worst loglik gap / weight | worst KS mismatch | peak extra MB / model MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | layers | weights | scipy baseline (s) | engine (s) | ratio | worst loglik gap / weight | worst KS mismatch | floor (s) | engine / floor | peak extra MB / model MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['layers']} | {r['weights']:,} | {r['baseline_s']:.1f} ({r['baseline_note']}) | {r['engine_s']:.2f} | "
-              f"{r['ratio']:.0f}× | {r['worst_gap']:+.1e} | {r['worst_ks']:.1e} | {r['peak_mb']:.0f} / {r['model_mb']:.0f} |")
+              f"{r['ratio']:.1f}× | {r['worst_gap']:+.1e} | {r['worst_ks']:.1e} | {r['floor_s']:.2f} | {r['engine_s'] / r['floor_s']:.1f}× | "
+              f"{r['peak_mb']:.0f} / {r['model_mb']:.0f} |")
+    if args.quick:
+        return
+    big = rows[-1]
+    print()
+    for workers in (1, 2):
+        wall = cli_seconds("resnet50", True, workers)
+        print(f"weightdist fit resnet50 --init --no-plots --workers {workers}: {wall:.1f}s whole command; "
+              f"fit alone {big['engine_s']:.1f}s (one process): CLI / fit {wall / big['engine_s']:.2f}x", flush=True)
+    wall, cpu = plot_seconds("resnet20_cifar10")
+    print(f"plots: {wall:.3f}s wall, {cpu:.3f}s CPU per layer figure (resnet20_cifar10, 6 layers)", flush=True)
+    one, two, same = worker_ratio("resnet56_cifar10")
+    print(f"workers (resnet56_cifar10, fits + KS + goodness of fit): 1 worker {one:.2f}s, 2 workers {two:.2f}s, "
+          f"speed-up {one / two:.2f}x, identical tables: {same}")
 
 
 if __name__ == "__main__":

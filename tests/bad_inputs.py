@@ -202,3 +202,101 @@ BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
      r"model\.safetensors\.index\.json: lists 'ghost\.weight' in model-00001-of-00001\.safetensors, but that shard does not hold it"),
     ("shards-without-float-tensors", _shards_without_floats, r"pytorch_model\.bin\.index\.json: holds no floating-point tensors"),
 ]
+
+
+# --- issue 14: hostile structure, escapes through symlinks, misleading messages ----------------------
+
+
+def _cyclic_dict(tmp: Path) -> Path:
+    state = dict(FLOAT_STATE)
+    state["again"] = state  # pickle keeps the cycle
+    return _save(tmp, "cyclic.pth", state)
+
+
+def _deep_dict(tmp: Path, depth: int = 3000) -> Path:
+    import sys
+
+    root = {"fc.weight": FLOAT_STATE["fc.weight"]}
+    node = root
+    for _ in range(depth):
+        node["n"] = {}
+        node = node["n"]
+    node["x.weight"] = torch.ones(4, 4)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4 * depth))  # pickling itself recurses
+    try:
+        return _save(tmp, "deep.pth", root)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _stride_zero_bomb(tmp: Path) -> Path:
+    """1 KB on disk: one float viewed with stride 0 as 10^6 x 10^6 (8 TB as float64)."""
+    return _save(tmp, "bomb.pth", {"w.weight": torch.ones(1).as_strided((10**6, 10**6), (0, 0))})
+
+
+def _shard_through_symlink(tmp: Path) -> Path:
+    (tmp / "secret").mkdir()
+    torch.save(small_state(), tmp / "secret" / "private.bin")
+    (tmp / "inner").mkdir()
+    (tmp / "inner" / "pytorch_model-00001-of-00001.bin").symlink_to(tmp / "secret" / "private.bin")
+    return _index(tmp / "inner", "pytorch_model.bin.index.json", {"conv.weight": "pytorch_model-00001-of-00001.bin"})
+
+
+def _shard_through_symlinked_folder(tmp: Path) -> Path:
+    (tmp / "secret").mkdir()
+    torch.save(small_state(), tmp / "secret" / "private.bin")
+    (tmp / "inner").mkdir()
+    (tmp / "inner" / "sub").symlink_to(tmp / "secret", target_is_directory=True)
+    return _index(tmp / "inner", "pytorch_model.bin.index.json", {"conv.weight": "sub/private.bin"})
+
+
+def _fifo_shard(tmp: Path) -> Path:
+    import os
+
+    os.mkfifo(tmp / "model-00001-of-00001.safetensors")
+    return _index(tmp, "model.safetensors.index.json", {"conv.weight": "model-00001-of-00001.safetensors"})
+
+
+def _symlink_loop(tmp: Path) -> Path:
+    (tmp / "a.pth").symlink_to(tmp / "b.pth")
+    (tmp / "b.pth").symlink_to(tmp / "a.pth")
+    return tmp / "a.pth"
+
+
+def _dangling_symlink(tmp: Path) -> Path:
+    (tmp / "w.pth").symlink_to(tmp / "gone.pth")
+    return tmp / "w.pth"
+
+
+def _index_names_only_tensors_its_shard_lacks(tmp: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file(FLOAT_STATE, str(tmp / "model-00001-of-00001.safetensors"))
+    return _index(tmp, "model.safetensors.index.json", {"ghost.weight": "model-00001-of-00001.safetensors"})
+
+
+def _deep_index(tmp: Path) -> Path:
+    path = tmp / "model.safetensors.index.json"
+    path.write_text('{"weight_map": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return path
+
+
+HARDENING_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
+    ("dict-containing-itself", _cyclic_dict, r"cyclic\.pth: a dict in it contains itself"),
+    ("dicts-nested-3000-deep", _deep_dict, r"deep\.pth: dicts nested more than 64 deep"),
+    ("stride-zero-view-8-terabytes", _stride_zero_bomb, r"tensor 'w\.weight' \(1000000x1000000 = .*GiB as float64, over the .*--max-per-layer"),
+    ("weight-map-value-is-a-list", lambda tmp: _index(tmp, "model.safetensors.index.json", {"a.weight": ["x.safetensors"]}),
+     r"weight_map\['a\.weight'\] is a JSON list, not a shard file name"),
+    ("weight-map-value-is-a-dict", lambda tmp: _index(tmp, "model.safetensors.index.json", {"a.weight": {"f": 1}}),
+     r"weight_map\['a\.weight'\] is a JSON dict, not a shard file name"),
+    ("index-nested-100k-deep", _deep_index, r"model\.safetensors\.index\.json: not a shard index"),
+    ("shard-is-a-symlink-out-of-the-folder", _shard_through_symlink, r"shard 'pytorch_model-00001-of-00001\.bin' is a symlink whose real path .* leaves the index's folder"),
+    ("shard-through-a-symlinked-folder", _shard_through_symlinked_folder, r"shard 'sub/private\.bin' is a symlink whose real path .* leaves the index's folder"),
+    ("shard-is-a-fifo", _fifo_shard, r"shard 'model-00001-of-00001\.safetensors': .* is not a regular file"),
+    ("symlink-loop", _symlink_loop, r"a\.pth is a symlink loop"),
+    ("dangling-symlink", _dangling_symlink, r"w\.pth is a symlink to '.*gone\.pth', which does not exist"),
+    ("index-and-shard-share-no-name", _index_names_only_tensors_its_shard_lacks,
+     r"lists 'ghost\.weight' in model-00001-of-00001\.safetensors, but that shard does not hold it"),
+]
+BAD_INPUT_CASES += HARDENING_CASES

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from numpy.testing import assert_allclose
 from scipy import stats
@@ -12,6 +13,7 @@ from weightdist.core.families import get_family, list_families
 from weightdist.core.families.student_t import DF_CAP
 from weightdist.core.fitting import fit
 from weightdist.core.ks import ks_statistic
+from weightdist.errors import UnknownNameError
 
 SCIPY = {"gaussian": stats.norm, "laplace": stats.laplace, "student_t": stats.t, "gennorm": stats.gennorm}
 SHAPE = {"student_t": "df", "gennorm": "beta"}
@@ -38,7 +40,7 @@ TRUE = {
 
 def test_registry_lists_the_four_families():
     assert list_families() == ["gaussian", "gennorm", "laplace", "student_t"]
-    with pytest.raises(ValueError, match="families: unknown distribution family 'normal'"):
+    with pytest.raises(UnknownNameError, match="families: unknown distribution family 'normal'"):
         get_family("normal")
 
 
@@ -193,3 +195,184 @@ def test_ks_with_ties():
     x = np.sort(np.round(np.random.default_rng(1).normal(size=50_000), 1))
     cdf = stats.norm.cdf
     assert ks_statistic(x, cdf) == pytest.approx(stats.kstest(x, cdf).statistic, abs=1e-15)
+
+
+# --- tied and quantised values -------------------------------------------------------------------------
+
+
+def _grid(x: np.ndarray, levels: int, lo: int, hi: int) -> tuple[np.ndarray, float]:
+    step = np.abs(x).max() / levels
+    return np.clip(np.round(x / step), lo, hi) * step, step
+
+
+def _cell_loglik_scipy(q: np.ndarray, step: float, dist) -> float:
+    """Independent reference: Σ over values of log P(value ± step/2) under a frozen scipy law."""
+    values, counts = np.unique(q, return_counts=True)
+    p = np.where(values > dist.median(), dist.sf(values - step / 2) - dist.sf(values + step / 2),
+                 dist.cdf(values + step / 2) - dist.cdf(values - step / 2))
+    with np.errstate(divide="ignore"):  # a cell of probability 0 at a poor trial point: -inf, rejected
+        return float(np.dot(counts, np.log(p)))
+
+
+def _best_cell_loglik_scipy(q, step, family, start) -> float:
+    """The discretised MLE found by a different optimiser (Powell) on scipy's own CDFs, from scipy's
+    continuous fit to the unrounded weights."""
+    from scipy import optimize
+
+    def neg(theta):
+        *shape, loc, log_scale = theta
+        if shape and shape[0] <= 0:
+            return np.inf
+        value = -_cell_loglik_scipy(q, step, SCIPY[family](*shape, loc, np.exp(log_scale)))
+        return value if np.isfinite(value) else np.inf
+
+    theta0 = [*start[:-1], np.log(start[-1])]
+    res = optimize.minimize(neg, theta0, method="Powell", options={"xtol": 1e-8, "ftol": 1e-12, "maxfev": 20_000})
+    return -res.fun
+
+
+@pytest.mark.parametrize("family", list(SCIPY))
+def test_int4_grid_is_fitted_by_cell_probabilities(family):
+    # The issue's case: 12 distinct values on an int4 grid. Fitted by densities, gennorm ran to β = 0.05
+    # with scale ≈ 0 and a log-likelihood of 218,759, and won.
+    x = np.random.default_rng(0).laplace(0, 0.05, 10_000)
+    q, step = _grid(x, 7, -8, 7)
+    result = fit(q)
+    assert result.status == "quantised" and result.n_distinct == 12 and result.grid_step == pytest.approx(step)
+    f = result.fits[family]
+    assert f.usable and not f.degenerate and f.converged
+    dist = SCIPY[family](*scipy_args(family, f.params))
+    assert_allclose(f.loglik, _cell_loglik_scipy(q, step, dist), rtol=1e-9)  # stored = recomputed independently
+    reference = _best_cell_loglik_scipy(q, step, family, SCIPY[family].fit(x))
+    assert f.loglik >= reference - 1e-6 * q.size, (f.params, f.loglik, reference)
+    # Cell probabilities are at most 1: no family can run off to an unbounded "fit".
+    assert f.loglik < 0 and result.best in ("laplace", "gennorm")
+
+
+def test_int8_rounding_keeps_the_float_winner_and_parameters():
+    # The issue's case: rounding to int8 (165 distinct values) changed the winner from gennorm to Student-t.
+    x = stats.gennorm.rvs(1.4, scale=0.02, size=20_000, random_state=1)
+    q, step = _grid(x, 100, -128, 127)
+    assert np.unique(q).size == 165
+    floats, rounded = fit(x), fit(q)
+    assert rounded.status == "quantised" and floats.best == rounded.best == "gennorm"
+    for family, f in rounded.fits.items():
+        for name, value in f.params.items():
+            assert_allclose(value, floats.fits[family].params[name], rtol=0.02, atol=0.01 * step, err_msg=(family, name))
+
+
+def test_too_few_distinct_values_are_refused_with_a_status():
+    # The issue's case: 99 equal values plus one other; Student-t did not converge and its stored
+    # log-likelihood differed from the recomputed one by 0.49.
+    result = fit(np.r_[np.full(99, 0.1), 0.3])
+    assert result.status.startswith("too few distinct values (2 < 8)") and not result.fits and result.best is None
+
+
+def test_a_fit_at_a_parameter_bound_never_wins():
+    from weightdist.core.fitting import FamilyFit, LayerFit, fit_family
+
+    q, _ = _grid(np.random.default_rng(0).laplace(0, 0.05, 10_000), 7, -8, 7)
+    by_density = fit_family(get_family("gennorm"), np.sort(q))  # what the densities did before cells
+    assert by_density.degenerate and not by_density.usable and "bound" in by_density.note
+    gauss = fit_family(get_family("gaussian"), np.sort(q))
+    assert by_density.aic < gauss.aic  # it would have won by AIC ...
+    layer = LayerFit(n=q.size, n_nonfinite=0, status="ok", fits={"gennorm": by_density, "gaussian": gauss})
+    assert layer.best == "gaussian"  # ... but is reported, not chosen
+    assert isinstance(by_density, FamilyFit) and hash(by_density)
+
+
+def test_quantised_zeros_are_a_grid_value_not_a_pruned_point_mass():
+    q, _ = _grid(np.random.default_rng(2).normal(0, 1, 5000), 5, -8, 7)
+    result = fit(q)
+    assert result.status == "quantised" and result.n_zero_excluded == 0 and result.n == q.size
+
+
+def test_quantised_pair_tests_use_cell_probabilities():
+    from weightdist.core.discrete import cell_logprob
+    from weightdist.core.gof import assess_layer
+
+    q, _ = _grid(np.random.default_rng(3).laplace(0, 1, 4000), 20, -30, 30)
+    result = fit(q)
+    pairs = {(t.family_a, t.family_b): t for t in assess_layer(np.sort(q), result).pairs}
+    t = pairs[("gennorm", "student_t")] if ("gennorm", "student_t") in pairs else pairs[("laplace", "student_t")]
+    a, b = result.fits[t.family_a], result.fits[t.family_b]
+    per_value = {name: dict(zip(result.cells.values, cell_logprob(get_family(name), result.cells, f.params)))
+                 for name, f in ((t.family_a, a), (t.family_b, b))}
+    d = np.array([per_value[t.family_a][v] - per_value[t.family_b][v] for v in q])
+    from weightdist.core.gof import vuong_test
+
+    ref = vuong_test(d, np.zeros_like(d), a.k, b.k, names=(t.family_a, t.family_b))
+    assert_allclose(t.statistic, ref.statistic, rtol=1e-8)
+
+
+# --- extreme magnitudes (issue 14, class 4) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [1e307, 1e-310, 1e-200, 1e200])
+def test_values_near_the_float64_limits_are_fitted_not_raised(scale):
+    from weightdist.core.gof import assess_layer
+
+    x = np.random.default_rng(4).standard_t(5, 2000) * scale
+    x = np.clip(x, -1.7e308, 1.7e308)
+    result = fit(x)
+    assert result.status in ("ok", "quantised") and result.best is not None
+    for family, f in result.fits.items():
+        assert all(np.isfinite(v) for v in f.params.values()) and np.isfinite(f.loglik), (family, f.params)
+        if result.status == "ok":  # the stored log-likelihood is scipy's at the stored parameters
+            ref = SCIPY[family](*scipy_args(family, f.params)).logpdf(x).sum()
+            assert_allclose(f.loglik, ref, rtol=1e-9)
+    assess_layer(np.sort(x), result)  # and the goodness-of-fit stage survives too
+
+
+def test_values_of_both_extreme_signs_near_max_float():
+    x = np.r_[np.full(5, -1.7e308), np.full(5, 1.7e308), np.random.default_rng(5).uniform(-1, 1, 30) * 1e308]
+    result = fit(x)
+    assert result.status == "ok" and all(np.isfinite(f.loglik) for f in result.fits.values())
+
+
+# --- workers --------------------------------------------------------------------------------------------
+
+
+def test_one_and_two_workers_give_identical_results():
+    from weightdist.pipeline import FitOptions, fit_layers, layer_table
+    from weightdist.sources.extract import Layer
+
+    rng = np.random.default_rng(9)
+    layers = [Layer(f"l{i}.weight", "conv", (n,), n, 9, "float32", rng.standard_t(3 + i, n) * 0.1)
+              for i, n in enumerate([300, 5000, 64, 2000, 7, 1200])]
+    options = FitOptions(n_boot=5, boot_max_n=200)
+    one = layer_table(list(fit_layers(layers, options, workers=1)))
+    two = layer_table(list(fit_layers(layers, options, workers=2)))
+    pd.testing.assert_frame_equal(one, two)
+    assert (one["status"] == "too few values (n=7 < 8)").sum() == 1 and one["ks_pvalue_corrected"].notna().any()
+
+
+# --- real layers ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, every", [("resnet20_cifar10", 3), ("resnet56_cifar10", 9)])
+def test_mle_at_least_as_good_as_scipy_on_real_layers(shared_torch, model, every):
+    # Every 3rd (9th) layer, every family: the engine's log-likelihood is never below scipy's generic MLE
+    # by more than 1e-6 per weight, and its KS statistic is scipy's at the same parameters. ResNet-56's
+    # layer1.0.conv1 (β ≈ 0.28, index 1) once lost 2.5e-3 per weight to a cusp search from a poor start.
+    import warnings
+
+    from weightdist.sources import load_model
+    from weightdist.sources.extract import extract_layers
+
+    try:
+        layers = extract_layers(load_model(model))
+    except Exception as exc:  # the ResNet-56 file may be missing where ResNet-20's is present
+        pytest.skip(f"{model}: {exc}")
+    for layer in [layers[1], *layers[::every]]:
+        x = layer.values
+        result = fit(x)
+        for family, dist in SCIPY.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = dist.logpdf(x, *dist.fit(x)).sum()
+            f = result.fits[family]
+            assert f.loglik >= ref - 1e-6 * x.size, (layer.name, family, (f.loglik - ref) / x.size)
+            scipy_ks = stats.kstest(x, dist.cdf, args=scipy_args(family, f.params)).statistic
+            assert f.ks_stat == pytest.approx(scipy_ks, abs=1e-14), (layer.name, family)

@@ -132,6 +132,9 @@ def test_state_dict_path_agrees_with_module_path_for_conv_and_linear():
     ("fc.bias", (10,), "bias"),
     ("cls_token", (1, 1, 768), "conv"),  # ndim >= 3 and nothing else to go by: the documented rule
     ("logit_scale", (), "other"),
+    ("token_embd.weight", (262144, 640), "embedding"),  # GGUF's name for the token embedding
+    ("blk.0.attn_norm.weight", (640,), "norm"),
+    ("_model.stft.forward_basis_buffer", (258, 1, 256), "other"),  # a fixed buffer, not a weight
     ("gamma", (64,), "other"),
 ])
 def test_kinds_inferred_from_names_and_shapes(name, shape, kind):
@@ -157,7 +160,7 @@ def test_include_exclude_min_size():
 
 @pytest.mark.parametrize("arg", ["include", "exclude"])
 def test_bad_regex_names_the_argument(arg):
-    with pytest.raises(ValueError, match=rf"^{arg}: invalid regular expression"):
+    with pytest.raises(ValueError, match=rf"^--{arg}: 'conv\(\[' is not a pattern RE2 accepts"):
         extract_layers(Tiny(), **{arg: "conv(["})
 
 

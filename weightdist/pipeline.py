@@ -8,16 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
+import multiprocessing
+import os
+import signal
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .sources.extract import DEFAULT_KINDS, KINDS, Layer
-from .core.families import param_columns
+from .errors import OptionError
+from .sources.extract import DEFAULT_KINDS, Layer, _compile, _normalise_kinds
+from .core.families import get_family, param_columns
 from .core.fitting import LayerFit, fit_sorted, prepare, resolve_families
+from .core.intervals import Interval, count_outside, outlier_bounds, parameter_intervals
+from .core.spectral import SpectralView, layer_spectral_view
 from .core.gof import LayerAssessment, assess_layer, assessment_rows, comparison_rows
 
 
@@ -35,27 +42,25 @@ class FitOptions:
     seed: int = 0
     n_boot: int = 0  # bootstrap replicates for corrected KS p-values; 0 = not computed
     boot_max_n: int = 2000
+    intervals: bool = True  # 95 % intervals on shape and scale (core/intervals.py)
+    outliers: bool = False  # also keep the flat indices of weights beyond the best law's 1e-6 quantiles
+    spectral: bool = False  # ESD, power-law alpha, stable rank, MP spikes, permuted comparison (core/spectral.py)
+    include_quantized: bool = False  # count quantized-storage layers (GGUF Q4_K, ...) in headline win counts too
+    max_tensor_bytes: int | None = None  # refuse a layer whose float64 copy is larger; None: 16 GiB or half the RAM
 
     def __post_init__(self) -> None:
-        if self.min_size < 1:
-            raise ValueError(f"min_size must be >= 1, got {self.min_size}")
-        if self.max_per_layer is not None and self.max_per_layer < 8:
-            raise ValueError(f"max_per_layer must be >= 8, got {self.max_per_layer}")
-        if self.n_boot < 0:
-            raise ValueError(f"n_boot must be >= 0, got {self.n_boot}")
-        if self.boot_max_n < 8:
-            raise ValueError(f"boot_max_n must be >= 8, got {self.boot_max_n}")
-        resolve_families(self.families)  # fail early on unknown names
-        unknown = set(self.kinds) - set(KINDS)
-        if unknown:
-            raise ValueError(f"kinds: unknown kind(s) {', '.join(sorted(unknown))}; choose from {', '.join(KINDS)}")
-        for arg in ("include", "exclude"):
-            pattern = getattr(self, arg)
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    raise ValueError(f"{arg}: invalid regular expression {pattern!r} ({exc})") from None
+        """The one place options are checked: every problem is an OptionError naming the fix."""
+        for name, low in (("min_size", 1), ("max_per_layer", 8), ("n_boot", 0), ("boot_max_n", 8), ("seed", 0),
+                          ("max_tensor_bytes", 8)):
+            value = getattr(self, name)
+            if value is None and name in ("max_per_layer", "max_tensor_bytes"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+        resolve_families(self.families)  # fail early on unknown names (UnknownNameError)
+        object.__setattr__(self, "kinds", _normalise_kinds(self.kinds))
+        _compile("include", self.include)
+        _compile("exclude", self.exclude)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,53 @@ class LayerResult:
     layer: Layer
     fit: LayerFit
     assessment: LayerAssessment | None = None
+    extras: LayerExtras | None = None
+
+
+@dataclass(frozen=True)
+class LayerExtras:
+    """The per-layer stages beside the fits: parameter intervals, outlier weights, the spectral view."""
+
+    intervals: dict[str, dict[str, Interval]] = dataclasses.field(default_factory=dict)  # family -> param -> interval
+    outlier_bounds: tuple[float, float] | None = None  # the best law's 5e-7 and 1 − 5e-7 quantiles
+    n_outliers: int = 0
+    outlier_index: np.ndarray | None = None  # flat row-major indices into the tensor (FitOptions.outliers)
+    outlier_values: np.ndarray | None = None
+    spectral_requested: bool = False
+    spectral: SpectralView | None = None
+    spectral_note: str = ""  # why there is no spectral view
+
+
+def analyse_extras(layer: Layer, x_sorted: np.ndarray, layer_fit: LayerFit, options: FitOptions, seed: int) -> LayerExtras:
+    """Intervals and outliers from the fitted values; the spectral view from the tensor as a matrix."""
+    intervals, bounds, n_out, index, values = {}, None, 0, None, None
+    if layer_fit.best is not None:
+        if options.intervals and not layer_fit.quantised:  # quantised layers are fitted by cell probabilities
+            intervals = parameter_intervals(x_sorted, layer_fit.fits)
+        best = layer_fit.fits[layer_fit.best]
+        bounds = outlier_bounds(get_family(best.family), best.params)
+        bounds = bounds if all(map(math.isfinite, bounds)) else None  # e.g. a generic scipy law without a usable ppf
+        n_out = count_outside(x_sorted, bounds) if bounds else 0
+        if options.outliers and bounds and layer.subsampled_from is None:
+            index = np.flatnonzero((layer.values < bounds[0]) | (layer.values > bounds[1]))
+            values = layer.values[index]
+    view, note = None, ""
+    if options.spectral:
+        if layer.subsampled_from is not None:
+            note = "subsampled (--max-per-layer): no spectral view"
+        else:
+            view, note = layer_spectral_view(layer.values, layer.shape, np.random.default_rng([seed, 1]))
+    return LayerExtras(intervals, bounds, n_out, index, values, options.spectral, view, note)
+
+
+def layer_seed(seed: int, layer_name: str) -> int:
+    """The bootstrap seed of one layer, from the run's seed and the layer's name alone.
+
+    Not its position or its model's spelling: `fit` and `scan` (on any engine, in any order)
+    draw the same numbers for the same layer. Same rule as the --max-per-layer subsample."""
+    import zlib
+
+    return int(np.random.SeedSequence([seed, zlib.crc32(layer_name.encode())]).generate_state(1)[0])
 
 
 def analyse_values(values: np.ndarray, options: FitOptions, seed: int) -> tuple[LayerFit, LayerAssessment | None, np.ndarray]:
@@ -78,16 +130,68 @@ def analyse_values(values: np.ndarray, options: FitOptions, seed: int) -> tuple[
     return layer_fit, assessment, x_sorted
 
 
+def default_workers() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _worker_init() -> None:
+    """Each worker leaves Ctrl-C to the parent. (Its BLAS keeps the parent's thread count: a
+    different count sums in a different order, and the numbers must not depend on --workers.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _analyse_job(layer: Layer, options: FitOptions, seed: int, keep_sorted: bool):
+    """One layer in a worker process; the sorted values travel back only when a plot needs them."""
+    layer_fit, assessment, x_sorted = analyse_values(layer.values, options, seed)
+    extras = analyse_extras(layer, x_sorted, layer_fit, options, seed)
+    return layer_fit, assessment, (x_sorted if keep_sorted else None), extras
+
+
 def fit_layers(
-    layers: Iterable, options: FitOptions, on_layer: Callable[[LayerResult, np.ndarray], None] | None = None
+    layers: Iterable, options: FitOptions, on_layer: Callable[[LayerResult, np.ndarray], None] | None = None,
+    workers: int = 1,
 ) -> Iterator[LayerResult]:
-    """Analyse extracted layers one at a time, dropping each layer's values once it is done."""
-    for index, layer in enumerate(layers):
-        layer_fit, assessment, x_sorted = analyse_values(layer.values, options, seed=options.seed + index)
-        result = LayerResult(index, dataclasses.replace(layer, values=np.empty(0)), layer_fit, assessment)
-        if on_layer is not None:
-            on_layer(result, x_sorted)
-        yield result
+    """Analyse extracted layers, in order, dropping each layer's values once it is done.
+
+    ``workers`` > 1 fits layers in that many processes (forked, so they share the loaded
+    code and model without importing anything). Results are identical for any worker count:
+    each layer's seed comes from its name, and every layer is fitted by the same function.
+    At most 2 × workers layers are in flight, so memory stays bounded by a few layers."""
+    if workers < 1:
+        raise OptionError(f"workers must be >= 1, got {workers}")
+    if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        for index, layer in enumerate(layers):
+            seed = layer_seed(options.seed, layer.name)
+            layer_fit, assessment, x_sorted = analyse_values(layer.values, options, seed=seed)
+            extras = analyse_extras(layer, x_sorted, layer_fit, options, seed)
+            yield _finish(index, layer, layer_fit, assessment, x_sorted, extras, on_layer)
+        return
+    keep = on_layer is not None
+    # Workers ignore Ctrl-C: the parent alone handles it, cancels what has not started and waits for
+    # the few layers in flight (a worker interrupted inside the pool's queue lock would hang the pool).
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init) as pool:
+        pending: deque = deque()
+        try:
+            for index, layer in enumerate(layers):
+                job = pool.submit(_analyse_job, layer, options, layer_seed(options.seed, layer.name), keep)
+                pending.append((index, dataclasses.replace(layer, values=np.empty(0)), job))
+                while len(pending) >= 2 * workers:
+                    index_done, layer_done, job_done = pending.popleft()
+                    yield _finish(index_done, layer_done, *job_done.result(), on_layer)
+            while pending:
+                index_done, layer_done, job_done = pending.popleft()
+                yield _finish(index_done, layer_done, *job_done.result(), on_layer)
+        finally:
+            for _, _, job in pending:
+                job.cancel()
+
+
+def _finish(index: int, layer, layer_fit: LayerFit, assessment, x_sorted, extras: LayerExtras | None, on_layer) -> LayerResult:
+    result = LayerResult(index, dataclasses.replace(layer, values=np.empty(0)), layer_fit, assessment, extras)
+    if on_layer is not None:
+        on_layer(result, x_sorted)
+    return result
 
 
 def _layer_columns(r: LayerResult, n_layers: int) -> dict:
@@ -102,9 +206,12 @@ def _layer_columns(r: LayerResult, n_layers: int) -> dict:
         "numel": layer.numel,
         "fan_in": layer.fan_in,
         "dtype": layer.dtype,
+        "quantized": layer.quantized or "",  # the storage's quantization type (GGUF Q4_K, ...): grid values, not in headline wins
         "n": r.fit.n,
         "n_nonfinite": r.fit.n_nonfinite,
         "n_zero_excluded": r.fit.n_zero_excluded,
+        "n_distinct": r.fit.n_distinct,
+        "grid_step": r.fit.grid_step,  # set on quantised layers, fitted by cell probabilities
         "subsampled_from": layer.subsampled_from,
         "status": r.fit.status if not layer.note else f"{r.fit.status}; {layer.note}",
         "excess_kurtosis": tail.excess_kurtosis if tail else math.nan,
@@ -112,17 +219,41 @@ def _layer_columns(r: LayerResult, n_layers: int) -> dict:
         "hill_right": tail.hill_right if tail else math.nan,
         "best": best or "",
         "verdict": r.assessment.verdict if r.assessment is not None else r.fit.status,
+        **extras_columns(r.extras, r.fit.n),
     }
+
+
+def extras_columns(extras: LayerExtras | None, n: int) -> dict:
+    """Per-layer columns of the outlier count and, when asked for, the spectral view."""
+    if extras is None:
+        return {}
+    lo, hi = extras.outlier_bounds or (math.nan, math.nan)
+    columns = {"outlier_lo": lo, "outlier_hi": hi, "n_outliers": extras.n_outliers if extras.outlier_bounds else math.nan,
+               "outlier_share": extras.n_outliers / n if extras.outlier_bounds and n else math.nan}
+    if extras.spectral_requested:
+        view = extras.spectral
+        s = view.spectrum if view is not None else None
+        columns.update({
+            "esd_alpha": s.tail.alpha if s else math.nan, "esd_xmin": s.tail.xmin if s else math.nan,
+            "esd_ks": s.tail.ks if s else math.nan, "esd_n_tail": s.tail.n_tail if s else math.nan,
+            "esd_n_eigenvalues": s.m if s else math.nan, "stable_rank": s.stable_rank if s else math.nan,
+            "spectral_norm": s.spectral_norm if s else math.nan, "mp_lambda_plus": s.mp_lambda_plus if s else math.nan,
+            "mp_spikes": s.mp_spikes if s else math.nan, "esd_rand_alpha": view.randomized.tail.alpha if view else math.nan,
+            "esd_rand_distance": view.rand_distance if view else math.nan, "spectral_note": extras.spectral_note,
+        })
+    return columns
 
 
 FIT_COLUMNS = ("loglik", "mean_loglik", "aic", "bic", "ks_stat", "ks_pvalue", "converged", "fit_note", "is_best")
 
 
-def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
-    """One row per (layer, family); a single row with an empty family for unfitted layers."""
+def layer_table(results: Sequence[LayerResult], n_layers: int | None = None) -> pd.DataFrame:
+    """One row per (layer, family); a single row with an empty family for unfitted layers.
+
+    ``n_layers``: the model's layer count when ``results`` is only some of its layers (a scan unit)."""
     rows, params = [], param_columns()  # every registered family's parameters, so a new family needs no edit here
     for r in results:
-        base = _layer_columns(r, len(results))
+        base = _layer_columns(r, len(results) if n_layers is None else n_layers)
         if not r.fit.ok:
             rows.append({**base, "family": ""})
             continue
@@ -130,6 +261,9 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
         for name, f in r.fit.fits.items():
             row = {**base, "family": name}
             row.update({p: f.params.get(p, math.nan) for p in params})
+            row.update({p: v for p, v in f.params.items() if p not in row})  # e.g. a generic scipy family's shapes
+            for p, interval in (r.extras.intervals.get(name, {}) if r.extras is not None else {}).items():
+                row[f"{p}_lo"], row[f"{p}_hi"] = interval.lo, interval.hi
             row.update(
                 loglik=f.loglik, mean_loglik=f.mean_loglik, aic=f.aic, bic=f.bic, ks_stat=f.ks_stat,
                 ks_pvalue=f.ks_pvalue_naive, converged=f.converged, fit_note=f.note, is_best=(name == base["best"]),
@@ -146,6 +280,21 @@ def layer_table(results: Sequence[LayerResult]) -> pd.DataFrame:
 def comparison_table(results: Sequence[LayerResult]) -> pd.DataFrame:
     rows = [row for r in results if r.assessment is not None for row in comparison_rows(r.layer.name, r.assessment)]
     return pd.DataFrame(rows)
+
+
+def outlier_table(results: Sequence[LayerResult]) -> pd.DataFrame:
+    """One row per outlier weight: layer, flat row-major index, value, side (FitOptions.outliers)."""
+    frames = []
+    for r in results:
+        if r.extras is None or r.extras.outlier_index is None or r.extras.outlier_index.size == 0:
+            continue
+        values = r.extras.outlier_values
+        frames.append(pd.DataFrame({"layer": r.layer.name, "shape": "x".join(map(str, r.layer.shape)),
+                                    "index": r.extras.outlier_index, "value": values,
+                                    "side": np.where(values < r.extras.outlier_bounds[0], "low", "high"),
+                                    "best": r.fit.best}))
+    columns = ["layer", "shape", "index", "value", "side", "best"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
 def win_counts(results: Sequence[LayerResult]) -> dict[str, int]:

@@ -5,43 +5,20 @@ reports costs nothing; anything else goes through the same pipeline as `fit`.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from ..core.families import FAMILIES, label_of
+from ..core.families.base import beats_key, headline_families
 from ..stores import atomic
 from ..errors import WeightdistError
 from ..pipeline import FitOptions
+from .reading import read_report_folder
+from ..reporting.escape import markdown_code, markdown_text, plot_text, url_path
 from ..reporting.report import csv_bytes, headline_stats, markdown_table
-
-
-REQUIRED_COLUMNS = ("layer", "family", "relative_depth", "n", "aic", "ks_stat", "is_best")
-
-
-def read_report_folder(folder: Path) -> tuple[str, bool, pd.DataFrame]:
-    """(model, whether it was an --init run, layers table) of a finished `weightdist fit` report;
-    a broken one is named in one line."""
-    csv, summary_path = folder / "layers.csv", folder / "summary.json"
-    if not csv.is_file():
-        raise WeightdistError(f"{folder} is a folder but holds no layers.csv; pass a report folder written by 'weightdist fit'")
-    try:
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-        if not isinstance(summary, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, OSError) as exc:
-        raise WeightdistError(f"{summary_path}: unreadable summary ({exc}); rerun the 'weightdist fit' command printed in its report.md") from None
-    try:
-        table = pd.read_csv(csv, keep_default_na=False, na_values=[""])
-    except (ValueError, OSError) as exc:
-        raise WeightdistError(f"{csv}: unreadable table ({' '.join(str(exc).split())}); rerun the 'weightdist fit' command printed in its report.md") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table]
-    if missing:
-        raise WeightdistError(f"{csv}: not a weightdist layers table (missing column {', '.join(missing)}); "
-                              "rerun the 'weightdist fit' command printed in its report.md")
-    return str(summary.get("model", folder.name)), bool(summary.get("options", {}).get("init")), table
 
 
 def load_table(item: str, options: FitOptions) -> tuple[str, pd.DataFrame]:
@@ -53,6 +30,15 @@ def load_table(item: str, options: FitOptions) -> tuple[str, pd.DataFrame]:
     from ..api import fit_model
 
     return item, fit_model(item, **vars(options))
+
+
+def load_tables(item: str, options: FitOptions) -> list[tuple[str, pd.DataFrame]]:
+    """Every (model label, layers table) an item gives: one per model of a `weightdist scan` store, else one."""
+    from ..stores.parquet import ParquetStore, is_store
+
+    if is_store(item):
+        return [(m.label, m.table) for m in ParquetStore.open(item).read_models()]
+    return [load_table(item, options)]
 
 
 def _unique_labels(loaded: list[tuple[str, pd.DataFrame]]) -> dict[str, pd.DataFrame]:
@@ -75,11 +61,19 @@ def cross_model_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         stats = headline_stats(table)
         row = {"model": label, "layers": stats["n_layers_fitted"], "weights": stats["n_weights"]}
         row.update({f"wins_{f}": stats["wins"].get(f, 0) for f in families})
-        for key in ("laplace_beats_gaussian", "student_t_beats_gaussian_and_laplace", "beta_median", "beta_q1",
-                    "beta_q3", "df_median", "df_q1", "df_q3", "median_ks_best"):
+        for key in summary_keys():
             row[key] = stats.get(key, math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def summary_keys() -> list[str]:
+    """The per-model columns every registered family declares (win counts against others, the
+    median and IQR of its headline shape), then the best family's median KS distance."""
+    fams = [FAMILIES.get(name) for name in FAMILIES]
+    keys = [beats_key(f) for f in fams if f.beats]
+    keys += [f"{f.headline}_{q}" for f in fams if f.headline for q in ("median", "q1", "q3")]
+    return keys + ["median_ks_best"]
 
 
 def depth_figure(tables: dict[str, pd.DataFrame], family: str, column: str, ylabel: str, log: bool = False):
@@ -90,7 +84,7 @@ def depth_figure(tables: dict[str, pd.DataFrame], family: str, column: str, ylab
     for label, table in tables.items():
         rows = table[table["family"] == family]
         if not rows.empty:
-            ax.plot(rows["relative_depth"], rows[column], "o-", ms=3, lw=1, label=label)
+            ax.plot(rows["relative_depth"], rows[column], "o-", ms=3, lw=1, label=plot_text(label, limit=60))
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("relative depth (first layer 0, last layer 1)")
@@ -101,8 +95,8 @@ def depth_figure(tables: dict[str, pd.DataFrame], family: str, column: str, ylab
 
 
 def compare_markdown(table: pd.DataFrame, command: str, figures: Sequence[str]) -> str:
-    lines = ["# weightdist compare", "", f"Generated by `{command}`", "", markdown_table(table), ""]
-    lines += [f"![{f}](plots/{f})" for f in figures]
+    lines = ["# weightdist compare", "", f"Generated by {markdown_code(command)}", "", markdown_table(table), ""]
+    lines += [f"![{markdown_text(f)}](plots/{url_path(f)})" for f in figures]
     return "\n".join(lines) + "\n"
 
 
@@ -112,16 +106,24 @@ def compare_report(items: Sequence[str], out: str | Path, *, options: FitOptions
     if len(items) < 1:
         raise WeightdistError("compare needs at least one model or report folder")
     out = atomic.check_writable_dir(out)
-    tables = _unique_labels([load_table(item, options) for item in items])
+    tables = _unique_labels([loaded for item in items for loaded in load_tables(item, options)])
     table = cross_model_table(tables)
     with atomic.staged_dir(out) as stage:
         (stage / "plots").mkdir()
         figures = []
-        for family, column, ylabel, log in (("gennorm", "beta", "gennorm shape β (1 Laplace, 2 Gaussian)", False),
-                                            ("student_t", "df", "Student-t df (log scale)", True)):
-            if any((t["family"] == family).any() for t in tables.values()):
+        for fam in headline_families():
+            family, column, shape = fam.name, fam.headline, fam.shape(fam.headline)
+            ylabel = f"{label_of(family)} {shape.symbol}" + (f" ({shape.meaning})" if shape.meaning else "")
+            log = shape.log_axis
+            if any((t["family"] == family).any() and column in t for t in tables.values()):
                 save_figure(depth_figure(tables, family, column, ylabel, log), stage / "plots" / f"{column}_by_depth.png")
                 figures.append(f"{column}_by_depth.png")
         atomic.write_bytes(stage / "compare.csv", csv_bytes(table))
         atomic.write_text(stage / "report.md", compare_markdown(table, command or "weightdist compare " + " ".join(items), figures))
+        from ..reporting.html import Page, Table, write_html
+
+        write_html(stage / "report.html", Page(
+            title="weightdist compare", command=command or "weightdist compare " + " ".join(items),
+            provenance=(("Models", ", ".join(tables)),), figures=tuple(stage / "plots" / f for f in figures),
+            tables=(Table.from_frame("Per model (sort, filter)", table, filterable=True),)))
     return out

@@ -2,7 +2,6 @@
 closed-form check of the ``--init`` weights where the initialiser is known."""
 from __future__ import annotations
 
-import fnmatch
 import math
 from pathlib import Path
 from typing import Callable
@@ -11,9 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ..stores import atomic
-from ..core.families import get_family
+from ..core.families import get_family, label_of
+from ..core.families.base import headline_families
 from ..core.ks import ks_pvalue, ks_statistic
 from ..pipeline import FitOptions
+from ..reporting.escape import markdown_code, markdown_text
 from ..reporting.report import csv_bytes, markdown_table
 
 # An initialiser in closed form: layer -> (family, params).
@@ -40,17 +41,23 @@ def bert_normal(layer) -> tuple[str, dict]:
     return "gaussian", {"loc": 0.0, "scale": MINILM_L6.initializer_range}
 
 
-# Which architectures start from which law (glob on the model name).
-KNOWN_INITS: dict[str, InitLaw] = {
-    "resnet*_cifar10": kaiming_normal_fan_in,
-    "resnet20_fashionmnist": kaiming_normal_fan_in,
-    "mobilenet_v2": torchvision_mobilenet,
-    "all-MiniLM-L6-v2": bert_normal,
+# Initialisation laws by the name a source entry's ModelInfo.init gives (sources/base.py).
+INIT_LAWS: dict[str, InitLaw] = {
+    "kaiming_normal_fan_in": kaiming_normal_fan_in,
+    "torchvision_mobilenet": torchvision_mobilenet,
+    "bert_normal_0.02": bert_normal,
 }
 
 
 def known_init(model: str) -> InitLaw | None:
-    return next((law for pattern, law in KNOWN_INITS.items() if fnmatch.fnmatch(model, pattern)), None)
+    """The closed-form initialiser of ``model``, from its source entry's ModelInfo (None when unknown)."""
+    from ..errors import WeightdistError
+    from ..sources import model_info
+
+    try:
+        return INIT_LAWS.get(model_info(model).init)
+    except (WeightdistError, KeyError, LookupError):  # a name no source knows has no known law
+        return None
 
 
 def init_check(model: str, layers) -> pd.DataFrame:
@@ -77,30 +84,27 @@ def layer_norms(layers) -> dict[str, float]:
 
 
 def drift_table(trained: pd.DataFrame, init: pd.DataFrame, norms_trained: dict, norms_init: dict) -> pd.DataFrame:
-    """Per layer: norm ratio and β / df of init against trained (from two fit tables)."""
-    def shape_params(table: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: norm ratio and each family's headline shape (β, df, ...) of init against trained
+    (from two fit tables)."""
+    heads = [(f.name, f.headline) for f in headline_families()]
+
+    def shape_params(table: pd.DataFrame) -> dict[str, pd.Series]:
         fitted = table[table["family"] != ""]
-        beta = fitted[fitted["family"] == "gennorm"].set_index("layer")["beta"]
-        df = fitted[fitted["family"] == "student_t"].set_index("layer")["df"]
-        best = fitted[fitted["is_best"].astype(bool)].set_index("layer")["family"]
-        return pd.DataFrame({"beta": beta, "df": df, "best": best})
+        columns = {h: fitted[fitted["family"] == name].set_index("layer")[h] for name, h in heads if h in fitted}
+        columns["best"] = fitted[fitted["is_best"].astype(bool)].set_index("layer")["family"]
+        return columns
 
     t, i = shape_params(trained), shape_params(init)
     rows = []
     for layer in trained.drop_duplicates("layer")["layer"]:
         n_t, n_i = norms_trained.get(layer, math.nan), norms_init.get(layer, math.nan)
-        rows.append({
-            "layer": layer,
-            "norm_init": n_i,
-            "norm_trained": n_t,
-            "relative_norm_change": (n_t - n_i) / n_i if n_i else math.nan,
-            "beta_init": i["beta"].get(layer, math.nan),
-            "beta_trained": t["beta"].get(layer, math.nan),
-            "df_init": i["df"].get(layer, math.nan),
-            "df_trained": t["df"].get(layer, math.nan),
-            "best_init": i["best"].get(layer, ""),
-            "best_trained": t["best"].get(layer, ""),
-        })
+        row = {"layer": layer, "norm_init": n_i, "norm_trained": n_t,
+               "relative_norm_change": (n_t - n_i) / n_i if n_i else math.nan}
+        for _, h in heads:
+            row[f"{h}_init"] = i[h].get(layer, math.nan) if h in i else math.nan
+            row[f"{h}_trained"] = t[h].get(layer, math.nan) if h in t else math.nan
+        row.update(best_init=i["best"].get(layer, ""), best_trained=t["best"].get(layer, ""))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -119,25 +123,29 @@ def drift_report(model: str, out: str | Path | None = None, *, options: FitOptio
     check = init_check(model, init_layers)
     with atomic.staged_dir(out) as stage:
         plt = _plt()
-        fig, (ax_beta, ax_norm) = plt.subplots(1, 2, figsize=(11, 3.8))
+        shown = [f for f in headline_families() if table[f"{f.headline}_trained"].notna().any()]
+        fig, axes = plt.subplots(1, len(shown) + 1, figsize=(5.5 * (len(shown) + 1), 3.8), squeeze=False)
         depth = np.linspace(0, 1, len(table))
-        ax_beta.plot(depth, table["beta_init"], "o-", ms=3, label="init")
-        ax_beta.plot(depth, table["beta_trained"], "o-", ms=3, label="trained")
-        ax_beta.axhline(2, color="0.6", ls=":", lw=0.8)
-        ax_beta.axhline(1, color="0.6", ls=":", lw=0.8)
-        ax_beta.set_ylabel("gennorm β (2 Gaussian, 1 Laplace)")
+        for ax, fam in zip(axes[0], shown):  # one panel per family's headline shape (β, df, ...)
+            shape = fam.shape(fam.headline)
+            ax.plot(depth, table[f"{fam.headline}_init"], "o-", ms=3, label="init")
+            ax.plot(depth, table[f"{fam.headline}_trained"], "o-", ms=3, label="trained")
+            if shape.log_axis:
+                ax.set_yscale("log")
+            ax.set_ylabel(f"{label_of(fam.name)} {shape.symbol}" + (f" ({shape.meaning})" if shape.meaning else ""))
+            ax.legend(frameon=False, fontsize=8)
+        ax_norm = axes[0][-1]
         ax_norm.plot(depth, table["relative_norm_change"], "o-", ms=3, color="tab:purple")
         ax_norm.set_ylabel("(‖W‖ − ‖W₀‖) / ‖W₀‖")
-        for ax in (ax_beta, ax_norm):
+        for ax in axes[0]:
             ax.set_xlabel("relative depth")
-        ax_beta.legend(frameon=False, fontsize=8)
         fig.tight_layout()
         save_figure(fig, stage / "drift.png")
         atomic.write_bytes(stage / "drift.csv", csv_bytes(table))
-        md = [f"# weightdist drift: {model}", "", f"Generated by `{command or 'weightdist drift ' + model}`", "",
+        md = [f"# weightdist drift: {markdown_text(model)}", "", f"Generated by {markdown_code(command or 'weightdist drift ' + model)}", "",
               "Trained weights against the same architecture's random initialisation (seed "
               f"{options.seed}). Norms compare sizes only: the --init draw is not the run's actual starting point.", "",
-              "![beta and norm change by depth](drift.png)", "", markdown_table(table), ""]
+              "![shape and norm change by depth](drift.png)", "", markdown_table(table), ""]
         if not check.empty:
             atomic.write_bytes(stage / "init_check.csv", csv_bytes(check))
             passed = int((check["ks_pvalue_exact"] > 0.001).sum())

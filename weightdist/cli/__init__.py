@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import traceback
 from typing import Sequence
 
 from ..errors import WeightdistError
 from ..sources.extract import DEFAULT_KINDS, KINDS
 
+EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -29,6 +31,27 @@ def add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --init, subsampling and the bootstrap")
     p.add_argument("--bootstrap", type=int, default=0, metavar="B", help="parametric-bootstrap replicates for corrected KS p-values (default 0: off)")
     p.add_argument("--bootstrap-max-n", type=int, default=2000, metavar="N", help="seeded subsample size per bootstrap replicate")
+    p.add_argument("--max-tensor-bytes", type=_byte_size, default=None, metavar="SIZE",
+                   help="refuse a layer whose float64 copy is larger, e.g. 4G or 500M (default: 16G or half the RAM, if less)")
+    p.add_argument("--spectral", action="store_true", help="spectral view per weight matrix: ESD power-law alpha, stable rank, spectral norm, Marchenko-Pastur spikes, permuted comparison (+ ESD plots)")
+    p.add_argument("--outliers", action="store_true", help="also write outliers.csv: the indices of weights beyond the best law's 1e-6 two-sided quantiles")
+    p.add_argument("--no-intervals", action="store_true", help="skip the 95%% profile-likelihood intervals on beta, df and scale")
+    p.add_argument("--include-quantized", action="store_true", help="count layers stored quantized (GGUF Q4_K, ...; grid values) in the headline win counts too")
+
+
+def _byte_size(text: str) -> int:
+    """'4G', '500M', '1.5T' or a plain byte count."""
+    units = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    value, unit = text.strip().upper().rstrip("IB").rstrip("B") or "0", ""
+    if value[-1:] in units:
+        value, unit = value[:-1], value[-1]
+    try:
+        size = int(float(value) * units[unit])
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 4G, 500M or a number of bytes") from None
+    if size < 8:
+        raise argparse.ArgumentTypeError(f"{text!r} is too small; a layer needs at least 8 bytes per value")
+    return size
 
 
 def fit_options(args: argparse.Namespace):
@@ -36,7 +59,10 @@ def fit_options(args: argparse.Namespace):
 
     return FitOptions(families=args.families, kinds=args.kinds, include=args.include, exclude=args.exclude,
                       min_size=args.min_size, max_per_layer=args.max_per_layer, seed=args.seed,
-                      n_boot=args.bootstrap, boot_max_n=args.bootstrap_max_n)
+                      n_boot=args.bootstrap, boot_max_n=args.bootstrap_max_n,
+                      spectral=args.spectral, outliers=args.outliers, intervals=not args.no_intervals,
+                      include_quantized=getattr(args, "include_quantized", False),
+                      max_tensor_bytes=getattr(args, "max_tensor_bytes", None))
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -46,10 +72,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from ..analyses.dynamics import over_training_report
 
         out = over_training_report(args.over_training, args.out, options=fit_options(args), command=args.command_line)
+    elif args.granularity == "channel":
+        from ..analyses.channels import ChannelOptions, channel_report
+
+        options = ChannelOptions(families=args.families, include=args.include, exclude=args.exclude,
+                                 min_channel_size=args.min_channel_size, plot_layers=args.plot_layers or 4)
+        out = channel_report(args.model or DEFAULT_MODEL, args.out, options=options, command=args.command_line,
+                             init=args.init, seed=args.seed, progress=not args.quiet)
     else:
         out = fit_report(args.model or DEFAULT_MODEL, args.out, init=args.init, options=fit_options(args),
                          plots=not args.no_plots, plot_layers=args.plot_layers, command=args.command_line,
-                         progress=not args.quiet, weights_file=args.weights, label=args.label)
+                         progress=not args.quiet, weights_file=args.weights, label=args.label, workers=args.workers)
     print(f"wrote {out}/report.md")
     return 0
 
@@ -67,6 +100,7 @@ def cmd_families(args: argparse.Namespace) -> int:
     for name in FAMILIES:
         fam = FAMILIES.get(name)
         print(f"{name:12s} params: {', '.join(fam.param_names)}")
+    print(f"{'scipy:<name>':12s} any continuous scipy.stats distribution, opt-in (--families scipy:logistic): scipy's generic MLE")
     return 0
 
 
@@ -76,6 +110,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = compare_report(args.models, args.out, options=fit_options(args), command=args.command_line)
     print(f"wrote {out}/report.md")
     return 0
+
+
+def cmd_quant(args: argparse.Namespace) -> int:
+    from ..analyses.quant import QuantOptions, quant_report
+
+    options = QuantOptions(bits=args.bits, granularities=args.granularity, min_channel_size=args.min_channel_size,
+                           families=args.families, include=args.include, exclude=args.exclude,
+                           accuracy_bits=args.accuracy_bits, evaluate=not args.no_accuracy)
+    out = quant_report(args.model, args.out, options=options, command=args.command_line, progress=not args.quiet,
+                       init=args.init, seed=args.seed)
+    print(f"wrote {out}/report.md")
+    return 0
+
+
+def _bits(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give whole bit widths from 2 to 16, comma-separated, e.g. 2,3,4,8") from None
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
@@ -108,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", action="store_true", help="same architecture, random initialisation instead of trained weights")
     p.add_argument("--label", default=None, help="model name to show in the report (default: the model name or file name)")
     p.add_argument("--weights", metavar="FILE", default=None, help="local weights for a timm:<name> model (timm's pretrained_cfg_overlay file)")
+    p.add_argument("--workers", type=int, default=None, metavar="N", help="processes fitting layers in parallel (default: this machine's cores; same numbers for any N)")
+    p.add_argument("--granularity", choices=("tensor", "channel"), default="tensor", help="channel: fit every family to each output channel of conv/linear weights (report in reports/<model>_channels)")
+    p.add_argument("--min-channel-size", type=int, default=32, metavar="N", help="with --granularity channel: layers whose channels hold fewer values are not fitted per channel (default 32)")
     add_fit_options(p)
     p.set_defaults(func=cmd_fit)
 
@@ -116,6 +172,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/compare", help="output folder (default: reports/compare)")
     add_fit_options(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("quant", help="quantisation clips from the fitted laws: MSE, SQNR and (where test data exists) accuracy")
+    p.add_argument("model", nargs="?", default="resnet20_fashionmnist", help="any model 'fit' accepts (default: the embedded resnet20_fashionmnist)")
+    p.add_argument("--bits", type=_bits, default=(2, 3, 4, 8), help="bit widths from 2 to 16, comma-separated (default 2,3,4,8)")
+    p.add_argument("--granularity", type=_csv, default=("tensor",), help="tensor, channel or tensor,channel: one clip per tensor or per output channel (default tensor)")
+    p.add_argument("--min-channel-size", type=int, default=32, metavar="N", help="per channel: layers whose channels hold fewer values use one clip per tensor (default 32)")
+    p.add_argument("--accuracy-bits", type=_bits, default=None, metavar="BITS", help="evaluate the whole model's accuracy only at these of --bits (default: all; each evaluation is a pass over the test set)")
+    p.add_argument("--no-accuracy", action="store_true", help="MSE and SQNR only, even when the model has test data")
+    p.add_argument("--families", type=_csv, default=None, help="families whose clips to compare (default: all)")
+    p.add_argument("--include", default=None, help="regex: quantise only weights whose name matches")
+    p.add_argument("--exclude", default=None, help="regex: leave weights whose name matches out of the analysis")
+    p.add_argument("--init", action="store_true", help="same architecture, random initialisation")
+    p.add_argument("--seed", type=int, default=0, help="seed for --init")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<model>_quant)")
+    p.set_defaults(func=cmd_quant)
 
     p = sub.add_parser("drift", help="trained against --init: norm change, shape change, closed-form init check")
     p.add_argument("model", help="a named architecture (see 'weightdist models')")
@@ -135,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("families", help="list distribution families")
     p.set_defaults(func=cmd_families)
 
+    from .scan import add_commands as add_scan_commands  # scan and query
+
+    add_scan_commands(sub, add_fit_options)
     try:
         from ..vae.cli import add_vae_commands
     except ImportError:  # the VAE submodule is optional at import time
@@ -152,9 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    # The one error policy: a WeightdistError is the user's to fix (one line, its exit code);
+    # anything else is our bug (its traceback, and a request to report it).
     try:
         return int(args.func(args) or 0)
-    except (WeightdistError, ValueError) as exc:
+    except WeightdistError as exc:
         if args.debug:
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__
@@ -163,6 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("weightdist: interrupted; the previous report (if any) is left as it was", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception:
+        traceback.print_exc()
+        print(f"weightdist: internal error (a bug, not your input): please report it with the traceback above "
+              f"and the command `{args.command_line}`", file=sys.stderr)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -1,17 +1,24 @@
 """Fit every registered family to one layer's weights: the pure core of the tool.
 
 ``fit(x)`` takes an array and returns a frozen :class:`LayerFit`; it never raises
-on degenerate data (constant, too short, non-finite) but reports a status.
+on degenerate data (constant, too short, non-finite, too few distinct values,
+magnitudes near the float64 limits) but reports a status. Quantised layers (few
+distinct values, many ties) are fitted by the probability of each value's cell
+(see ``discrete.py``), and a fit whose likelihood ran off the parameter space
+(a shape at its bound, a collapsed scale) is reported but never wins.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from .discrete import MIN_DISTINCT, Cells, cells_of, distinct_count, fit_cells, is_quantised
 from .families import FAMILIES, Family, get_family
+from .families.base import Params
 from .ks import ks_pvalue, ks_statistic
 
 MIN_N = 8
@@ -26,8 +33,8 @@ class FamilyFit:
     """One family's maximum-likelihood fit to one layer."""
 
     family: str
-    params: Mapping[str, float]
-    loglik: float
+    params: Params
+    loglik: float  # of the densities; of the cell probabilities on a quantised layer
     n: int
     k: int
     ks_stat: float
@@ -37,6 +44,12 @@ class FamilyFit:
     ks_pvalue_naive: float
     converged: bool = True
     note: str = ""
+    degenerate: bool = False  # a shape at its bound or a collapsed scale: never the best
+
+    @property
+    def usable(self) -> bool:
+        """May this fit win a layer: converged, finite and not degenerate."""
+        return self.converged and not self.degenerate and math.isfinite(self.loglik)
 
     @property
     def aic(self) -> float:
@@ -60,15 +73,25 @@ class LayerFit:
     status: str  # "ok", or why the layer was not fitted
     fits: Mapping[str, FamilyFit] = field(default_factory=dict)
     n_zero_excluded: int = 0  # exact zeros left out as a point mass (pruning)
+    n_distinct: int = 0
+    cells: Cells | None = field(default=None, compare=False, repr=False)  # set when fitted as quantised
 
     @property
     def ok(self) -> bool:
         return bool(self.fits)
 
     @property
+    def quantised(self) -> bool:
+        return self.cells is not None
+
+    @property
+    def grid_step(self) -> float | None:
+        return self.cells.step if self.cells is not None else None
+
+    @property
     def best(self) -> str | None:
-        """The family with the lowest AIC among converged fits."""
-        usable = [f for f in self.fits.values() if f.converged and math.isfinite(f.loglik)]
+        """The family with the lowest AIC among usable fits (converged, not degenerate)."""
+        usable = [f for f in self.fits.values() if f.usable]
         return min(usable, key=lambda f: f.aic).family if usable else None
 
     def plot(self, x: np.ndarray, ax=None, log_density: bool = False):
@@ -77,7 +100,7 @@ class LayerFit:
         return plot_layer_fit(self, x, ax=ax, log_density=log_density)
 
 
-def layer_status(x_sorted_finite: np.ndarray, n_nonfinite: int) -> str:
+def layer_status(x_sorted_finite: np.ndarray, n_nonfinite: int, n_distinct: int | None = None) -> str:
     n = x_sorted_finite.size
     if n == 0:
         return "no finite values" if n_nonfinite else "empty"
@@ -85,33 +108,42 @@ def layer_status(x_sorted_finite: np.ndarray, n_nonfinite: int) -> str:
         return f"too few values (n={n} < {MIN_N})"
     if x_sorted_finite[0] == x_sorted_finite[-1]:
         return f"constant (all values {x_sorted_finite[0]:g})"
-    return "ok"
+    n_distinct = distinct_count(x_sorted_finite) if n_distinct is None else n_distinct
+    if n_distinct < MIN_DISTINCT:
+        return f"too few distinct values ({n_distinct} < {MIN_DISTINCT}): no continuous law can be fitted"
+    return "quantised" if is_quantised(n, n_distinct) else "ok"
 
 
 def resolve_families(families: Sequence[str] | None) -> list[Family]:
     return [get_family(name) for name in (families or FAMILIES.names())]
 
 
-def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True) -> FamilyFit:
-    est = family.fit(x_sorted)
-    loglik = est.loglik if est.loglik is not None else family.loglik(x_sorted, est.params)
-    d = ks_statistic(x_sorted, lambda v: family.cdf(v, est.params)) if ks else math.nan
+def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True, cells: Cells | None = None) -> FamilyFit:
+    """One family's fit: by densities, or by cell probabilities when ``cells`` is given."""
+    est = fit_cells(family, cells) if cells is not None else family.fit(x_sorted)
+    params = est.params
+    loglik = est.loglik if est.loglik is not None else family.loglik(x_sorted, params)
+    d = ks_statistic(x_sorted, lambda v: family.cdf(v, params)) if ks else math.nan
+    scale_ok = 0 < params["scale"] < math.inf
     return FamilyFit(
         family=family.name,
-        params=dict(est.params),
+        params=params,
         loglik=float(loglik),
         n=x_sorted.size,
         k=family.k,
         ks_stat=d,
         ks_pvalue_naive=ks_pvalue(d, x_sorted.size) if ks else math.nan,
         converged=est.converged,
-        note=est.note,
+        note=est.note if scale_ok else f"degenerate scale {params['scale']:g}; {est.note}".rstrip("; "),
+        degenerate=est.degenerate or family.at_bound(params) or not scale_ok,
     )
 
 
 def prepare(x) -> tuple[np.ndarray, int, int]:
     """Flatten to float64, sort once for every family, and drop (but count) non-finite
-    values and a point mass of exact zeros. Returns (sorted values, n_nonfinite, n_zero)."""
+    values and a point mass of exact zeros. Returns (sorted values, n_nonfinite, n_zero).
+
+    On a quantised layer zero is one grid value among others, so its zeros are kept."""
     x = np.asarray(x, dtype=np.float64).ravel()
     finite = np.isfinite(x)
     n_nonfinite = int(x.size - np.count_nonzero(finite))
@@ -119,7 +151,8 @@ def prepare(x) -> tuple[np.ndarray, int, int]:
     lo, hi = np.searchsorted(x_sorted, 0.0, "left"), np.searchsorted(x_sorted, 0.0, "right")
     n_zero = int(hi - lo)
     if n_zero > ZERO_MASS_SHARE * x_sorted.size and x_sorted.size - n_zero >= MIN_N:
-        return np.concatenate([x_sorted[:lo], x_sorted[hi:]]), n_nonfinite, n_zero
+        if not is_quantised(x_sorted.size, distinct_count(x_sorted)):
+            return np.concatenate([x_sorted[:lo], x_sorted[hi:]]), n_nonfinite, n_zero
     return x_sorted, n_nonfinite, 0
 
 
@@ -135,10 +168,39 @@ def fit(x, families: Sequence[str] | None = None, *, ks: bool = True) -> LayerFi
     return fit_sorted(x_sorted, n_nonfinite, chosen, ks=ks, n_zero=n_zero)
 
 
+# Magnitudes outside 2^±SAFE_EXPONENT are fitted after an exact power-of-two rescaling: squares,
+# reciprocals and powers of values near 1e±308 (or of denormals) would overflow or vanish.
+SAFE_EXPONENT = 100
+
+
+def _rescale_exponent(x_sorted: np.ndarray) -> int:
+    spread = float(x_sorted[-1]) - float(x_sorted[0])  # Python floats: inf on overflow, no warning
+    size = spread if math.isfinite(spread) and spread > 0 else max(abs(float(x_sorted[0])), abs(float(x_sorted[-1])))
+    exponent = math.frexp(size)[1]
+    return exponent if abs(exponent) > SAFE_EXPONENT else 0
+
+
+def _unscale(f: FamilyFit, exponent: int, quantised: bool) -> FamilyFit:
+    """The fit on x·2^−e mapped back to x: location and scale times 2^e; a density's
+    log-likelihood loses n·e·log 2 (cell probabilities are unchanged)."""
+    params = Params({k: (math.ldexp(v, exponent) if k in ("loc", "scale") else v) for k, v in f.params.items()})
+    loglik = f.loglik if quantised else f.loglik - f.n * exponent * math.log(2)
+    return dataclasses.replace(f, params=params, loglik=loglik)
+
+
 def fit_sorted(x_sorted: np.ndarray, n_nonfinite: int, chosen: Sequence[Family], ks: bool = True,
                n_zero: int = 0) -> LayerFit:
-    status = layer_status(x_sorted, n_nonfinite)
-    if status != "ok":
-        return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, n_zero_excluded=n_zero)
-    fits = {fam.name: fit_family(fam, x_sorted, ks=ks) for fam in chosen}
-    return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, fits=fits, n_zero_excluded=n_zero)
+    n_distinct = distinct_count(x_sorted)
+    status = layer_status(x_sorted, n_nonfinite, n_distinct)
+    if status not in ("ok", "quantised"):
+        return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, n_zero_excluded=n_zero,
+                        n_distinct=n_distinct)
+    exponent = _rescale_exponent(x_sorted)
+    x_fit = np.ldexp(x_sorted, -exponent) if exponent else x_sorted
+    cells = cells_of(x_fit) if status == "quantised" else None
+    fits = {fam.name: fit_family(fam, x_fit, ks=ks, cells=cells) for fam in chosen}
+    if exponent:
+        fits = {name: _unscale(f, exponent, cells is not None) for name, f in fits.items()}
+        cells = cells_of(x_sorted) if cells is not None else None
+    return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, fits=fits, n_zero_excluded=n_zero,
+                    n_distinct=n_distinct, cells=cells)

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from .discrete import Cells, cell_logprob
 from .families import Family, get_family, label_of
 from .families.base import blocks
 from .fitting import FamilyFit, LayerFit
@@ -171,7 +172,12 @@ def wasserstein1(x_sorted: np.ndarray, family: Family, params: Mapping[str, floa
     m = min(n, m)
     u = (np.arange(m) + 0.5) / m
     empirical = x_sorted[np.minimum((u * n).astype(np.int64), n - 1)]
-    fitted = family.scipy_dist(params).ppf(u)
+    dist = family.scipy_dist(params)
+    if family.symmetric:  # the levels are symmetric about ½: invert the CDF (the costly part) on the lower half only
+        lower = dist.ppf(u[: (m + 1) // 2])
+        fitted = np.concatenate([lower, 2 * params["loc"] - lower[: m // 2][::-1]])
+    else:
+        fitted = dist.ppf(u)
     return float(np.mean(np.abs(empirical - fitted)))
 
 
@@ -217,16 +223,23 @@ def tail_shape(x_sorted: np.ndarray) -> TailShape:
 # --- one layer --------------------------------------------------------------------------------------
 
 
-def pair_tests(x_sorted: np.ndarray, fits: Mapping[str, FamilyFit]) -> tuple[PairTest, ...]:
+def pair_tests(x_sorted: np.ndarray, fits: Mapping[str, FamilyFit], cells: Cells | None = None) -> tuple[PairTest, ...]:
     """Exactly one test per pair: LRT when one family nests the other, Vuong otherwise.
 
     Vuong's statistics come from running moments of the pointwise differences, block by
-    block: no n-sized array per family."""
+    block: no n-sized array per family. On a quantised layer (``cells``) the pointwise
+    terms are log cell probabilities, one per distinct value weighted by its count."""
     pairs = list(itertools.combinations(fits, 2))
     nested = {(a, b) for a, b in pairs if b in get_family(a).nests or a in get_family(b).nests}
     moments = {pair: _RunningMoments() for pair in pairs if pair not in nested}
     needed = sorted({name for pair in moments for name in pair})
-    for block in blocks(x_sorted):
+    if cells is not None:
+        logp = {name: cell_logprob(get_family(name), cells, fits[name].params) for name in needed}
+        for (a, b), m in moments.items():
+            d = logp[a] - logp[b]
+            m.n, m.mean = cells.n, float(np.dot(cells.counts, d)) / cells.n
+            m.m2 = float(np.dot(cells.counts, (d - m.mean) ** 2))
+    for block in blocks(x_sorted) if cells is None else ():
         logpdf = {name: get_family(name).logpdf(block, fits[name].params) for name in needed}
         for (a, b), m in moments.items():
             m.add(logpdf[a] - logpdf[b])
@@ -251,7 +264,7 @@ def verdict(layer_fit: LayerFit, pairs: Sequence[PairTest]) -> str:
     """
     best = layer_fit.best
     if best is None:
-        return layer_fit.status
+        return "no usable fit: every family degenerate or unconverged" if layer_fit.fits else layer_fit.status
     fits = layer_fit.fits
     shape = get_family(best).describe(fits[best].params, fits[best].note)
     decisive, close = [], []
@@ -281,10 +294,12 @@ def assess_layer(x_sorted: np.ndarray, layer_fit: LayerFit, *, n_boot: int = 0, 
     effects = {}
     for name, f in fits.items():
         family = get_family(name)
-        boot = bootstrap_ks_pvalue(x_sorted, family, n_boot=n_boot, max_n=max_boot_n, seed=seed) if n_boot else None
+        # A quantised layer's KS null would need rounded replicates refitted by cell probabilities: not computed.
+        boot = (bootstrap_ks_pvalue(x_sorted, family, n_boot=n_boot, max_n=max_boot_n, seed=seed)
+                if n_boot and not layer_fit.quantised else None)
         effects[name] = FamilyEffect(name, f.aic - best.aic, f.bic - best.bic, (best.loglik - f.loglik) / f.n,
                                      wasserstein1(x_sorted, family, f.params), boot)
-    pairs = pair_tests(x_sorted, fits)
+    pairs = pair_tests(x_sorted, fits, layer_fit.cells)
     return LayerAssessment(effects, pairs, tail_shape(x_sorted), verdict(layer_fit, pairs))
 
 

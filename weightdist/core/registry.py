@@ -8,6 +8,8 @@ import difflib
 import fnmatch
 from typing import Callable, Generic, Iterator, TypeVar
 
+from ..errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -28,6 +30,11 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> T:
         return self.register(name)(obj)
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (a plugin unloaded, a test's temporary entry); returns the entry."""
+        self.get(name)  # an unknown name raises the usual one-line error
+        return self._entries.pop(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
@@ -45,7 +52,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(unknown_name_message(self.what, name, self._entries)) from None
+            raise UnknownNameError(unknown_name_message(self.what, name, self._entries)) from None
 
 
 def unknown_name_message(what: str, name: str, known) -> str:

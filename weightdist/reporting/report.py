@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 
 from ..stores import atomic
-from ..core.families import label_of
+from ..core.families import FAMILIES, get_family, label_of
+from ..core.families.base import beats_key, headline_families
+from .escape import markdown_cell, markdown_code, markdown_text, url_path
 
 PVALUE_NOTE = (
     "`ks_pvalue` treats the fitted parameters as known in advance; they were estimated from the same data, "
@@ -41,6 +43,7 @@ class RunInfo:
     command: str
     options: dict
     skipped: dict = dataclasses.field(default_factory=dict)  # tensors left out, by reason
+    model_info: dict = dataclasses.field(default_factory=dict)  # the source entry's ModelInfo: training_data, init, licence, provenance
 
 
 def package_versions() -> dict[str, str]:
@@ -68,9 +71,18 @@ def _median_iqr(values: pd.Series) -> tuple[float, float, float]:
     return float(med), float(q1), float(q3)
 
 
-def headline_stats(table: pd.DataFrame) -> dict:
-    """Per-model numbers shared by report.md, summary.json and `weightdist compare`."""
+def headline_stats(table: pd.DataFrame, include_quantized: bool = False) -> dict:
+    """Per-model numbers shared by report.md, summary.json and `weightdist compare`.
+
+    Layers stored quantized (a ``quantized`` type such as GGUF's Q4_K) hold grid values, so a
+    continuous fit of them is not comparable: they stay in the tables but are left out of the
+    win counts and medians here unless ``include_quantized`` (``--include-quantized``)."""
     fitted = table[table["family"] != ""]
+    quantized_layers = 0
+    if "quantized" in table and not include_quantized:
+        on_grid = table["quantized"].fillna("").astype(str) != ""
+        quantized_layers = int(table.loc[on_grid, "layer"].nunique())
+        fitted = fitted[~on_grid.loc[fitted.index]]
     layers = table.drop_duplicates("layer")
     best = fitted[fitted["is_best"].astype(bool)]
     wins = best["family"].value_counts().to_dict()
@@ -82,22 +94,26 @@ def headline_stats(table: pd.DataFrame) -> dict:
         "wins": {k: int(v) for k, v in sorted(wins.items(), key=lambda kv: (-kv[1], kv[0]))},
         "median_ks_best": float(best["ks_stat"].median()) if not best.empty else math.nan,
     }
-    if "gaussian" in by_family and "laplace" in by_family:
-        g, l = by_family["gaussian"], by_family["laplace"]
-        stats["laplace_beats_gaussian"] = int((l["aic"] < g["aic"].reindex(l.index)).sum())
-    if "student_t" in by_family:
-        t = by_family["student_t"]
-        others = [by_family[f]["aic"].reindex(t.index) for f in ("gaussian", "laplace") if f in by_family]
+    if quantized_layers:
+        stats["n_layers_quantized_excluded"] = quantized_layers
+    for fam in map(get_family, FAMILIES):  # what each family declares it wants counted and summarised
+        rows = by_family.get(fam.name)
+        if rows is None:
+            continue
+        others = [by_family[f]["aic"].reindex(rows.index) for f in fam.beats if f in by_family]
         if others:
-            stats["student_t_beats_gaussian_and_laplace"] = int((t["aic"] < pd.concat(others, axis=1).min(axis=1)).sum())
-        stats["df_median"], stats["df_q1"], stats["df_q3"] = _median_iqr(t["df"])
-    if "gennorm" in by_family:
-        stats["beta_median"], stats["beta_q1"], stats["beta_q3"] = _median_iqr(by_family["gennorm"]["beta"])
+            stats[beats_key(fam)] = int((rows["aic"] < pd.concat(others, axis=1).min(axis=1)).sum())
+        if fam.headline is not None and fam.headline in rows:
+            h = fam.headline
+            stats[f"{h}_median"], stats[f"{h}_q1"], stats[f"{h}_q3"] = _median_iqr(rows[h])
     return stats
 
 
 def answer_sentence(stats: dict) -> str:
     wins = stats["wins"]
+    if not wins and stats.get("n_layers_quantized_excluded"):
+        return (f"All {stats['n_layers_quantized_excluded']} fitted layers are stored quantized (values on a grid), so no family "
+                "is counted as winning; the table has their fits, and --include-quantized counts them.")
     if not wins:
         return f"No layer could be fitted (0 of {stats['n_layers']} layers)."
     top, count = next(iter(wins.items()))
@@ -114,42 +130,107 @@ def _fmt(v, spec: str = ".3g") -> str:
     return format(v, spec) if isinstance(v, (float, np.floating)) else str(v)
 
 
+INTERVAL_NOTE = (
+    "Intervals in brackets are 95 % intervals: profile likelihood for the shapes (β, df; the scale re-maximised "
+    "at every trial shape, the location held at its MLE, which is orthogonal to both in a symmetric family), Wald "
+    "on log scale for `scale_lo`/`scale_hi`; see `weightdist/core/intervals.py`. `df_hi = inf`: a Gaussian "
+    "(df = ∞) is inside the interval. `n_outliers`: weights outside the best law's central 1 − 1e-6 interval "
+    "(`outlier_lo`, `outlier_hi`); under the law itself about n·1e-6 would be."
+)
+GENERIC_NOTE = ("`scipy:` families are fitted by scipy's generic `dist.fit` (Nelder–Mead): slower, and not "
+                "guaranteed to reach the exact maximum of the likelihood.")
+SPECTRAL_NOTE = (
+    "Spectral columns (`--spectral`): each weight matrix (conv kernels as out × in·k·k) has the ESD of WᵀW/N, "
+    "N = its larger dimension; `esd_alpha` is the power-law exponent of the ESD tail above `esd_xmin` (chosen by "
+    "minimum KS distance); `mp_spikes` counts eigenvalues above the Marchenko–Pastur edge of a random matrix with "
+    "the same shape and entry variance (plus the Tracy–Widom 99 % fluctuation); `esd_rand_distance` is the KS "
+    "distance between the ESD and that of the same entries randomly permuted. See `weightdist/core/spectral.py`."
+)
+
+
+def with_interval(text: str, symbol: str, value: float, lo: float, hi: float) -> str:
+    """'β≈1.21' in a verdict becomes 'β = 1.21 [1.18, 1.24]': a claim a reader can check."""
+    if not (math.isfinite(value) and isinstance(lo, (float, int)) and math.isfinite(lo)):
+        return text
+    return text.replace(f"{symbol}≈{value:.3g}", f"{symbol} = {value:.3g} [{lo:.3g}, {hi:.3g}]", 1)
+
+
+def notes(table: pd.DataFrame) -> list[str]:
+    """The notes a table's columns call for, beyond the p-value note."""
+    out = []
+    if any(c.endswith("_lo") for c in table.columns):
+        out += [INTERVAL_NOTE, ""]
+    if table["family"].astype(str).str.startswith("scipy:").any():
+        out += [GENERIC_NOTE, ""]
+    if "esd_alpha" in table:
+        out += [SPECTRAL_NOTE, ""]
+    return out
+
+
 def markdown_layer_table(table: pd.DataFrame) -> str:
     layers = table.drop_duplicates("layer").set_index("layer")
     fitted = table[table["family"] != ""]
     pivot = {f: g.set_index("layer") for f, g in fitted.groupby("family")}
-    lines = ["| # | layer | kind | shape | n | best | β (gennorm) | df (t) | KS (best) | KS p corrected (best) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    shown = [f for f in headline_families() if f.name in pivot and f.headline in pivot[f.name]]
+    heads = "".join(f" {f.shape(f.headline).symbol} ({label_of(f.name)}) |" for f in shown)
+    lines = [f"| # | layer | kind | shape | n | best |{heads} KS (best) | KS p corrected (best) | verdict |",
+             "|---|---|---|---|---|---|" + "---|" * len(shown) + "---|---|---|"]
     best_rows = fitted[fitted["is_best"].astype(bool)].set_index("layer")
     for name, row in layers.iterrows():
-        beta = pivot["gennorm"]["beta"].get(name) if "gennorm" in pivot else None
-        df = pivot["student_t"]["df"].get(name) if "student_t" in pivot else None
+        shapes = "".join(f" {_fmt(pivot[f.name][f.headline].get(name))}{_interval_cell(pivot[f.name], f.headline, name)} |" for f in shown)
+        verdict = row["verdict"]
+        best = row["best"]
+        if best in pivot and best in {f.name for f in shown}:
+            fam = next(f for f in shown if f.name == best)
+            cols = pivot[best]
+            if f"{fam.headline}_lo" in cols:
+                verdict = with_interval(verdict, fam.shape(fam.headline).symbol, cols[fam.headline].get(name, math.nan),
+                                        cols[f"{fam.headline}_lo"].get(name), cols[f"{fam.headline}_hi"].get(name))
         ks = best_rows["ks_stat"].get(name) if name in best_rows.index else None
         p_corrected = best_rows["ks_pvalue_corrected"].get(name) if name in best_rows.index else None
         lines.append(
-            f"| {row['index']} | `{name}` | {row['kind']} | {row['shape']} | {row['n']} | {row['best'] or '—'} | "
-            f"{_fmt(beta)} | {_fmt(df)} | {_fmt(ks)} | {_fmt(p_corrected, '.2g') or 'not computed'} | {row['verdict']} |"
+            f"| {row['index']} | {markdown_cell(name)} | {markdown_cell(row['kind'])} | {markdown_cell(row['shape'])} | {row['n']} | "
+            f"{markdown_cell(row['best'] or '—')} |{shapes} {_fmt(ks)} | {_fmt(p_corrected, '.2g') or 'not computed'} | "
+            f"{markdown_cell(verdict)} |"
         )
     return "\n".join(lines)
 
 
+def _interval_cell(rows: pd.DataFrame, param: str, layer: str) -> str:
+    lo, hi = (rows[f"{param}_{side}"].get(layer) if f"{param}_{side}" in rows else None for side in ("lo", "hi"))
+    if lo is None or not isinstance(lo, (float, int)) or not math.isfinite(lo):
+        return ""
+    return f" [{_fmt(lo)}, {_fmt(hi)}]"
+
+
 def report_markdown(info: RunInfo, stats: dict, table: pd.DataFrame, figures: Sequence[str]) -> str:
     parts = [
-        f"# weightdist fit: {info.model}",
+        f"# weightdist fit: {markdown_text(info.model)}",
         "",
-        f"Generated by `{info.command}`",
+        f"Generated by {markdown_code(info.command)}",
         "",
         f"**{answer_sentence(stats)}**",
         "",
-        f"- Weights: {info.source}" + (f" (`{Path(info.weights_path).name}`, sha256 `{info.weights_sha256[:16]}…`)" if info.weights_path and info.weights_sha256 else ""),
+        f"- Weights: {markdown_text(info.source)}" + (f" ({markdown_code(Path(info.weights_path).name)}, sha256 `{info.weights_sha256[:16]}…`)" if info.weights_path and info.weights_sha256 else ""),
         f"- Layers analysed: {stats['n_layers']} ({stats['n_weights']:,} weights); fitted: {stats['n_layers_fitted']}",
     ]
-    if "laplace_beats_gaussian" in stats:
-        parts.append(f"- Laplace beats Gaussian (AIC) in {stats['laplace_beats_gaussian']} of {stats['n_layers_fitted']} layers")
-    if "student_t_beats_gaussian_and_laplace" in stats:
-        parts.append(f"- Student-t beats both in {stats['student_t_beats_gaussian_and_laplace']} of {stats['n_layers_fitted']} layers; median df {_fmt(stats['df_median'])} (IQR {_fmt(stats['df_q1'])}–{_fmt(stats['df_q3'])})")
-    if "beta_median" in stats:
-        parts.append(f"- Generalized-normal shape β: median {_fmt(stats['beta_median'])} (IQR {_fmt(stats['beta_q1'])}–{_fmt(stats['beta_q3'])}); β = 1 is Laplace, β = 2 is Gaussian")
+    on_grid = int((table.drop_duplicates("layer")["status"].astype(str).str.startswith("quantised")).sum())
+    if on_grid:
+        parts.append(f"- **Quantised values:** {on_grid} layers hold few distinct values (see `n_distinct`, `grid_step` in "
+                     "layers.csv); they were fitted by the probability of each value's rounding cell, so their "
+                     "log-likelihoods are log-probabilities, not log-densities")
+    for fam in map(get_family, FAMILIES):
+        if beats_key(fam) in stats:
+            parts.append(f"- {label_of(fam.name)} beats {' and '.join(map(label_of, fam.beats))} (AIC) in "
+                         f"{stats[beats_key(fam)]} of {stats['n_layers_fitted']} layers")
+    for fam in headline_families():
+        h, shape = fam.headline, fam.shape(fam.headline)
+        if f"{h}_median" in stats:
+            parts.append(f"- {label_of(fam.name)} shape {shape.symbol}: median {_fmt(stats[f'{h}_median'])} "
+                         f"(IQR {_fmt(stats[f'{h}_q1'])}–{_fmt(stats[f'{h}_q3'])})" + (f"; {shape.meaning}" if shape.meaning else ""))
+    if stats.get("n_layers_quantized_excluded"):
+        parts.append(f"- **Quantized:** {stats['n_layers_quantized_excluded']} layers stored quantized (values on a grid, "
+                     "dequantized) are in the table but not in these counts and medians (`--include-quantized` counts them)")
     parts.append(f"- Median KS distance of the best family: {_fmt(stats['median_ks_best'])}")
     subsampled = int(table.drop_duplicates("layer")["subsampled_from"].notna().sum()) if "subsampled_from" in table else 0
     if subsampled:
@@ -159,23 +240,41 @@ def report_markdown(info: RunInfo, stats: dict, table: pd.DataFrame, figures: Se
         parts.append("- Tensors not analysed: " + "; ".join(f"{n} {reason}" for reason, n in info.skipped.items()))
     if "overview.png" in figures:
         parts += ["", "![winning family and KS distance by depth](plots/overview.png)"]
-    parts += ["", "## Per layer", "", markdown_layer_table(table), "", "## Notes", "", PVALUE_NOTE, ""]
+    parts += ["", "## Per layer", "", markdown_layer_table(table), "", "## Notes", "", PVALUE_NOTE, "", *notes(table)]
     layer_figs = [f for f in figures if f != "overview.png"]
     if layer_figs:
         parts += ["## Layer plots", "", "Histogram with fitted densities (linear and log density) and a QQ plot against the best family.", ""]
-        parts += [f"![{f}](plots/{f})" for f in layer_figs]
+        parts += [f"![{markdown_text(f)}](plots/{url_path(f)})" for f in layer_figs]
         parts.append("")
     return "\n".join(parts)
 
 
-def summary_json(info: RunInfo, stats: dict, table: pd.DataFrame, timing: dict) -> str:
+def display_path(path: str | None) -> str | None:
+    """A weights path as tracked files show it: relative to the package or to $TORCH_HOME when inside
+    them, so a committed report does not change with the checkout's or the cache's location."""
+    if not path:
+        return path
+    import os
+
+    real = Path(path).resolve()
+    roots = [("<weightdist>", Path(__file__).resolve().parents[1])]
+    if os.environ.get("TORCH_HOME"):
+        roots.append(("$TORCH_HOME", Path(os.environ["TORCH_HOME"]).resolve()))
+    for label, root in roots:
+        if real.is_relative_to(root):
+            return f"{label}/{real.relative_to(root).as_posix()}"
+    return str(path)
+
+
+def summary_json(info: RunInfo, stats: dict, table: pd.DataFrame) -> str:
     layers = table.drop_duplicates("layer")
     statuses = layers["status"].value_counts().to_dict()
     summary = {
         "model": info.model,
         "source": info.source,
-        "weights_path": info.weights_path,
+        "weights_path": display_path(info.weights_path),
         "weights_sha256": info.weights_sha256,
+        "model_info": info.model_info,
         "command": info.command,
         "options": info.options,
         **stats,
@@ -185,9 +284,8 @@ def summary_json(info: RunInfo, stats: dict, table: pd.DataFrame, timing: dict) 
         "tensors_skipped": info.skipped,
         "pvalues": PVALUE_NOTE,
         "versions": package_versions(),
-        # Everything above is deterministic; these two are not.
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "timing": timing,
+        # No timestamp and no timing: the same command on the same weights writes the same bytes,
+        # so regenerating a committed report leaves a checkout clean (timing goes to the terminal).
     }
     return json.dumps(_jsonable(summary), indent=2, sort_keys=False) + "\n"
 
@@ -209,19 +307,22 @@ def options_dict(options) -> dict:
 
 
 def write_tables(stage: Path, info: RunInfo, table: pd.DataFrame, comparisons: pd.DataFrame,
-                 figures: Sequence[str], timing: dict) -> dict:
-    stats = headline_stats(table)
+                 figures: Sequence[str]) -> dict:
+    stats = headline_stats(table, include_quantized=bool(info.options.get("include_quantized")))
     atomic.write_bytes(stage / "layers.csv", csv_bytes(table))
     if not comparisons.empty:
         atomic.write_bytes(stage / "comparisons.csv", csv_bytes(comparisons))
-    atomic.write_text(stage / "summary.json", summary_json(info, stats, table, timing))
+    atomic.write_text(stage / "summary.json", summary_json(info, stats, table))
     atomic.write_text(stage / "report.md", report_markdown(info, stats, table, figures))
+    from .html import fit_page, write_html  # imported here: html.py builds on this module's tables
+
+    write_html(stage / "report.html", fit_page(stage, info, answer_sentence(stats), table, figures))
     return stats
 
 
 def markdown_table(table: pd.DataFrame, spec: str = ".3g") -> str:
     """A DataFrame as a GitHub Markdown table (no tabulate dependency)."""
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    header = "| " + " | ".join(markdown_cell(c) for c in table.columns) + " |"
     rule = "|" + "---|" * len(table.columns)
-    body = ["| " + " | ".join(_fmt(v, spec) for v in row) + " |" for row in table.itertuples(index=False)]
+    body = ["| " + " | ".join(markdown_cell(_fmt(v, spec)) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body])

@@ -1,5 +1,4 @@
-"""Densities fitted on autoencoder codes: the `ae` baseline's prior, and the
-curse-of-dimensionality measurement (held-out log-density against dimension and n)."""
+"""Densities fitted on autoencoder codes: the `ae` baseline's prior (GMM) and a KDE for comparison."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ class CodeDensity:
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         if self.kind == "gmm":
             self.model.random_state = seed
-            samples = self.model.sample(n)[0]
+            samples = self.model.sample(n)[0]  # sklearn returns them grouped by component: shuffle (seeded)
+            samples = samples[np.random.default_rng(seed).permutation(len(samples))]
         else:
             samples = self.model.sample(n, random_state=seed)
         return samples * self.std + self.mean
@@ -45,18 +45,3 @@ def fit_density(codes: np.ndarray, kind: str, seed: int = 0, components: int = 1
     else:
         raise ValueError(f"kind must be 'gmm' or 'kde', got {kind!r}")
     return CodeDensity(kind, mean, std, model)
-
-
-def heldout_curve(train_codes: np.ndarray, test_codes: np.ndarray, sizes: tuple[int, ...], seed: int = 0) -> list[dict]:
-    """Mean held-out log-density per latent dimension, for GMM and KDE fitted on the first n codes."""
-    rows = []
-    d = train_codes.shape[1]
-    for n in sizes:
-        if n > len(train_codes):
-            continue
-        for kind in ("gmm", "kde"):
-            density = fit_density(train_codes[:n], kind, seed)
-            ll = density.log_density(test_codes)
-            rows.append({"latent_dim": d, "n_train": n, "method": kind, "heldout_logdensity": float(ll.mean()),
-                         "heldout_logdensity_per_dim": float(ll.mean() / d)})
-    return rows

@@ -32,8 +32,17 @@ class LossTerms:
         return self.recon - self.kl
 
 
+def reset_parameters(module: nn.Module, generator: torch.Generator | None) -> None:
+    """torch's default ``nn.Linear`` initialisation, drawn from ``generator`` (no global RNG)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_uniform_(layer.weight, a=5 ** 0.5, generator=generator)
+            bound = 1 / layer.in_features ** 0.5
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
 class VAE(nn.Module):
-    def __init__(self, prior: str, latent_dim: int) -> None:
+    def __init__(self, prior: str, latent_dim: int, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.prior, self.latent_dim = prior, latent_dim
         self.encoder = nn.Sequential(mlp((PIXELS, *HIDDEN)), nn.ReLU())
@@ -45,6 +54,8 @@ class VAE(nn.Module):
         if isinstance(self.latent, VampLatent):
             self.latent.bind_encoder(self.encoder)
         self.decoder = mlp((self.latent.code_dim, *reversed(HIDDEN), PIXELS))
+        reset_parameters(self, generator)
+        self.latent.reset_parameters(generator)
 
     def posterior(self, x: torch.Tensor):
         return self.latent.posterior(self.encoder(x))
@@ -54,9 +65,9 @@ class VAE(nn.Module):
         logits = self.decoder(z)
         return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
 
-    def terms(self, x: torch.Tensor) -> LossTerms:
+    def terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> LossTerms:
         params = self.posterior(x)
-        z = self.latent.rsample(params, 1)
+        z = self.latent.rsample(params, 1, generator)
         return LossTerms(self.log_likelihood(x, z[0]), self.latent.kl(params, z))
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:

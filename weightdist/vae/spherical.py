@@ -1,205 +1,304 @@
-"""Distributions on the unit sphere S^{p-1} ⊂ R^p, in float64 where it matters.
+"""Distributions on the unit sphere S^{p−1} ⊂ R^p as ``torch.distributions`` classes.
 
-von Mises–Fisher: f(x) = C_p(κ) exp(κ μᵀx), C_p(κ) = κ^{v} / ((2π)^{p/2} I_v(κ)), v = p/2 − 1.
-log I_v(κ) comes from ``scipy.special.ive`` where that is representable and from
-the uniform (Debye) large-order expansion where it underflows, so the
-log-normaliser and the KL stay finite for large and small κ in high dimension.
-Power Spherical (De Cao & Aziz 2020): f(x) ∝ (1 + μᵀx)^κ, no Bessel functions.
+- :class:`VonMisesFisher` f(z) = C_p(κ) exp(κ μᵀz), C_p(κ) = κ^v / ((2π)^{p/2} I_v(κ)), v = p/2 − 1.
+- :class:`PowerSpherical` (De Cao & Aziz 2020) f(z) ∝ (1 + μᵀz)^κ: no Bessel functions, exact sampler.
+- :class:`HypersphericalUniform`, with the KL of both to it registered via ``torch.distributions.kl.register_kl``.
 
-A d-dimensional latent here is the manifold dimension: the sphere S^d in R^{d+1}.
+Sampling is z = H(μ) [w, √(1−w²) v]: w = μᵀz is drawn from its one-dimensional marginal, v uniformly
+on S^{p−2}, and the Householder reflection H(μ) maps e₁ to μ (differentiable in μ).
+
+Gradients with respect to κ are exact (unbiased):
+- vMF: w comes from Wood's (1994) rejection sampler, which is not differentiable; the gradient is the
+  *implicit reparameterisation* of w's marginal (Figurnov et al. 2018): dw/dκ = −(∂F/∂κ)/(∂F/∂w) for
+  its CDF F. With f the marginal density and ∂f/∂κ = (t − A_p(κ)) f, this is
+  dw/dκ = ∫_w^1 (t − A_p) f(t)/f(w) dt, computed by Gauss–Jacobi quadrature. (Davidson et al.'s
+  alternative, the score-function correction g_cor, needs the downstream loss and is not used.)
+- Power Spherical: w = 2X/(X+Y) − 1 with X ~ Gamma(α), Y ~ Gamma(β); torch's gamma sampler carries
+  its own implicit gradient in α.
+
+Every random draw (Beta and uniform draws of the rejection step, gammas, tangent directions) comes from
+the ``generator`` given to the distribution: Beta variates are built from two ``torch._standard_gamma``
+draws, the one torch sampler that accepts a generator and is differentiable.
 """
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
 from scipy import special
+from torch.distributions import Distribution, constraints
+from torch.distributions.kl import register_kl
 
-_TINY = 1e-280
-
-
-def log_bessel_iv(v: np.ndarray | float, kappa: np.ndarray | float) -> np.ndarray:
-    """log I_v(κ) in float64 for v ≥ 0, κ > 0, without underflow or overflow."""
-    v, kappa = np.broadcast_arrays(np.asarray(v, dtype=np.float64), np.asarray(kappa, dtype=np.float64))
-    out = np.empty(v.shape)
-    with np.errstate(all="ignore"):
-        scaled = special.ive(v, kappa)
-    direct = np.isfinite(scaled) & (scaled > _TINY)
-    out[direct] = np.log(scaled[direct]) + kappa[direct]
-    rest = ~direct
-    if rest.any():
-        # Tiny κ against the order: the power series I_v(κ) = (κ/2)^v / Γ(v+1) · (1 + κ²/(4(v+1)) + …)
-        # is exact to float64 there; elsewhere the large-order (Debye) expansion takes over.
-        small = rest & (kappa * kappa < 1e-6 * (v + 1))
-        vs, ks = v[small], kappa[small]
-        out[small] = vs * np.log(ks / 2) - special.gammaln(vs + 1) + np.log1p(ks * ks / (4 * (vs + 1)))
-        large = rest & ~small
-        out[large] = _log_iv_debye(v[large], kappa[large])
-    return out
+from .bessel import bessel_ratio, bessel_ratio_numpy, vmf_log_normalizer
 
 
-def _log_iv_debye(v: np.ndarray, kappa: np.ndarray) -> np.ndarray:
-    """Uniform asymptotic expansion of log I_v(v z) for large order (Abramowitz & Stegun 9.7.7)."""
-    v = np.maximum(v, 1e-8)
-    z = kappa / v
-    root = np.sqrt(1 + z * z)
-    eta = root + np.log(z / (1 + root))
-    t = 1 / root
-    u1 = (3 * t - 5 * t**3) / 24
-    u2 = (81 * t**2 - 462 * t**4 + 385 * t**6) / 1152
-    u3 = (30375 * t**3 - 369603 * t**5 + 765765 * t**7 - 425425 * t**9) / 414720
-    series = 1 + u1 / v + u2 / v**2 + u3 / v**3
-    return -0.5 * np.log(2 * np.pi * v) + v * eta - 0.5 * np.log(root) + np.log(series)
+class _UnitVector(constraints.Constraint):
+    """Vectors of norm one (the sphere), up to float rounding."""
+
+    event_dim = 1
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return (value.norm(dim=-1) - 1).abs() < 1e-4
 
 
-def mean_resultant(p: int, kappa: np.ndarray | float) -> np.ndarray:
-    """A_p(κ) = I_{p/2}(κ) / I_{p/2−1}(κ): the length of E[x] under vMF."""
-    kappa = np.asarray(kappa, dtype=np.float64)
-    return np.exp(log_bessel_iv(p / 2, kappa) - log_bessel_iv(p / 2 - 1, kappa))
-
-
-def vmf_log_normalizer(p: int, kappa: np.ndarray | float) -> np.ndarray:
-    """log C_p(κ); at κ → 0 it tends to −log |S^{p−1}|."""
-    kappa = np.asarray(kappa, dtype=np.float64)
-    v = p / 2 - 1
-    return v * np.log(kappa) - (p / 2) * np.log(2 * np.pi) - log_bessel_iv(v, kappa)
+unit_vector = _UnitVector()
 
 
 def log_sphere_area(p: int) -> float:
     """log |S^{p−1}| = log(2 π^{p/2} / Γ(p/2))."""
-    return math.log(2) + (p / 2) * math.log(math.pi) - special.gammaln(p / 2)
+    return math.log(2) + (p / 2) * math.log(math.pi) - float(special.gammaln(p / 2))
 
 
-def vmf_kl_uniform(p: int, kappa: np.ndarray | float) -> np.ndarray:
-    """KL(vMF(μ, κ) ‖ Uniform(S^{p−1})) = κ A_p(κ) + log C_p(κ) + log |S^{p−1}| ≥ 0."""
-    kappa = np.asarray(kappa, dtype=np.float64)
-    return kappa * mean_resultant(p, kappa) + vmf_log_normalizer(p, kappa) + log_sphere_area(p)
+def _gamma(alpha: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Gamma(α, 1) draws from ``generator``, differentiable in α (torch's implicit gradient)."""
+    return torch._standard_gamma(alpha, generator=generator)
 
 
-class _VmfLogNormalizer(torch.autograd.Function):
-    """log C_p(κ) with d/dκ log C_p(κ) = −A_p(κ), both in float64 on the CPU."""
-
-    @staticmethod
-    def forward(ctx, kappa: torch.Tensor, p: int) -> torch.Tensor:
-        k = kappa.detach().cpu().double().numpy()
-        ctx.save_for_backward(kappa)
-        ctx.p = p
-        return torch.from_numpy(vmf_log_normalizer(p, k)).to(kappa)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (kappa,) = ctx.saved_tensors
-        a = torch.from_numpy(mean_resultant(ctx.p, kappa.detach().cpu().double().numpy())).to(kappa)
-        return -grad * a, None
+def _uniform_tangent(shape: torch.Size, p: int, generator, dtype) -> torch.Tensor:
+    v = torch.randn(*shape, p - 1, generator=generator, dtype=dtype)
+    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
 
-class _MeanResultant(torch.autograd.Function):
-    """A_p(κ) with dA/dκ = 1 − A² − (p−1) A / κ."""
-
-    @staticmethod
-    def forward(ctx, kappa: torch.Tensor, p: int) -> torch.Tensor:
-        a = torch.from_numpy(mean_resultant(p, kappa.detach().cpu().double().numpy())).to(kappa)
-        ctx.save_for_backward(kappa, a)
-        ctx.p = p
-        return a
-
-    @staticmethod
-    def backward(ctx, grad):
-        kappa, a = ctx.saved_tensors
-        return grad * (1 - a * a - (ctx.p - 1) * a / kappa), None
-
-
-def torch_vmf_kl_uniform(kappa: torch.Tensor, p: int) -> torch.Tensor:
-    return kappa * _MeanResultant.apply(kappa, p) + _VmfLogNormalizer.apply(kappa, p) + log_sphere_area(p)
-
-
-def torch_vmf_log_prob(x: torch.Tensor, mu: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-    p = mu.shape[-1]
-    return _VmfLogNormalizer.apply(kappa, p).squeeze(-1) + kappa.squeeze(-1) * (x * mu).sum(-1)
-
-
-def _householder_to(mu: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Reflect samples drawn around e1 so they centre on μ."""
-    e1 = torch.zeros_like(mu)
+def _householder(loc: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Reflect y (drawn around e₁) so that e₁ goes to loc."""
+    e1 = torch.zeros_like(loc)
     e1[..., 0] = 1.0
-    u = e1 - mu
-    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    u = e1 - loc
+    u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
     return y - 2 * (y * u).sum(-1, keepdim=True) * u
 
 
-def _uniform_tangent(shape: tuple[int, ...], p: int, generator=None, like: torch.Tensor | None = None) -> torch.Tensor:
-    v = torch.randn(*shape, p - 1, generator=generator, dtype=like.dtype if like is not None else torch.float32)
-    return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+def _assemble(loc: torch.Tensor, w: torch.Tensor, one_minus_w: torch.Tensor, generator) -> torch.Tensor:
+    """z = H(loc)[w, √(1−w²) v] with √(1−w²) from 1−w (no rounding loss near the pole)."""
+    v = _uniform_tangent(w.shape, loc.shape[-1], generator, loc.dtype)
+    radius = torch.sqrt((one_minus_w * (2 - one_minus_w)).clamp_min(0))
+    y = torch.cat([w.unsqueeze(-1), radius.unsqueeze(-1) * v], dim=-1)
+    return _householder(loc.expand(y.shape), y)
 
 
-def vmf_rsample(mu: torch.Tensor, kappa: torch.Tensor, n: int, max_iter: int = 100,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
-    """Wood (1994) rejection sampler, vectorised, at most ``max_iter`` rounds.
+# --- von Mises–Fisher ------------------------------------------------------------------------------
 
-    Returns (samples of shape (n, *mu.shape), number of draws that never accepted:
-    those fall back to the mode and are counted). Gradients reach κ through the
-    accepted w(ε, κ) (the reparameterised part of Davidson et al. 2018; their
-    small correction term is not included) and μ through the reflection.
+
+def wood_sample(kappa: torch.Tensor, p: int, generator: torch.Generator | None = None,
+                max_rounds: int = 10_000) -> torch.Tensor:
+    """1 − w for w = μᵀz under vMF(μ, κ) on S^{p−1}, by Wood's (1994) rejection sampler, in float64.
+
+    Returns 1 − w rather than w, so that samples near the pole keep their precision at large κ.
+    Proposal w = (1 − (1+b)Z)/(1 − (1−b)Z), Z ~ Beta((p−1)/2, (p−1)/2); only pending entries redraw.
     """
-    p = mu.shape[-1]
-    batch = mu.shape[:-1]
-    out_dtype = mu.dtype
-    # The envelope constants and w lose 1 − w to rounding in float32 at large κ: work in float64.
-    mu, kappa = mu.double(), kappa.double()
-    k = kappa.expand(*batch, 1).squeeze(-1)
-    k = k.unsqueeze(0).expand(n, *batch)
-    m = p - 1
-    root = torch.sqrt(4 * k * k + m * m)
-    b = m / (2 * k + root)
-    a = (m + 2 * k + root) / 4
-    d = 4 * a * b / (1 + b) - m * math.log(m)
-    beta = torch.distributions.Beta(torch.tensor(m / 2.0, dtype=mu.dtype), torch.tensor(m / 2.0, dtype=mu.dtype))
-    w = torch.ones_like(k)
-    eps_done = torch.zeros_like(k)
-    pending = torch.ones_like(k, dtype=torch.bool)
-    for _ in range(max_iter):
-        if not pending.any():
-            break
-        eps = beta.sample(k.shape)
-        u = torch.rand(k.shape, generator=generator, dtype=mu.dtype)
-        t = 2 * a.detach() * b.detach() / (1 - (1 - b.detach()) * eps)
-        accept = pending & (m * torch.log(t) - t + d.detach() >= torch.log(u))
-        eps_done = torch.where(accept, eps, eps_done)
-        pending = pending & ~accept
-    failures = int(pending.sum())
-    w = (1 - (1 + b) * eps_done) / (1 - (1 - b) * eps_done)
-    w = torch.where(pending, torch.ones_like(w), w)
-    v = _uniform_tangent(k.shape, p, generator, like=mu)
-    y = torch.cat([w.unsqueeze(-1), torch.sqrt((1 - w * w).clamp_min(0)).unsqueeze(-1) * v], dim=-1)
-    return _householder_to(mu.unsqueeze(0).expand(n, *mu.shape), y).to(out_dtype), failures
+    k = kappa.detach().double()
+    m1 = p - 1.0
+    b = m1 / (2 * k + torch.sqrt(4 * k * k + m1 * m1))
+    x0 = (1 - b) / (1 + b)
+    log_one_minus_x0sq = torch.log(4 * b) - 2 * torch.log1p(b)  # log(1 − x0²), exact at small b
+    one_minus_x0 = 2 * b / (1 + b)
+    out = torch.empty_like(k)
+    pending = torch.arange(k.numel())
+    flat_b, flat_x0, flat_l, flat_k, flat_1mx0 = (t.reshape(-1) for t in (b, x0, log_one_minus_x0sq, k, one_minus_x0))
+    half = torch.tensor(m1 / 2, dtype=torch.float64)
+    flat_out = out.view(-1)
+    for _ in range(max_rounds):
+        if pending.numel() == 0:
+            return out
+        n = pending.numel()
+        ga, gb = _gamma(half.expand(n), generator), _gamma(half.expand(n), generator)
+        z = ga / (ga + gb)
+        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        bb, x0p = flat_b[pending], flat_x0[pending]
+        omw = 2 * bb * z / (1 - (1 - bb) * z)
+        w = 1 - omw
+        one_minus_x0w = omw + w * flat_1mx0[pending]
+        log_accept = flat_k[pending] * (w - x0p) + m1 * (torch.log(one_minus_x0w) - flat_l[pending])
+        accept = log_accept >= torch.log(u)
+        flat_out[pending[accept]] = omw[accept]
+        pending = pending[~accept]
+    raise RuntimeError(f"Wood's sampler did not accept within {max_rounds} rounds (p={p}); this is a bug")
 
 
-def power_spherical_log_normalizer(p: int, kappa: torch.Tensor) -> torch.Tensor:
-    alpha, beta = (p - 1) / 2 + kappa, torch.full_like(kappa, (p - 1) / 2)
-    return -((alpha + beta) * math.log(2) + beta * math.log(math.pi) + torch.lgamma(alpha) - torch.lgamma(alpha + beta))
+@lru_cache(maxsize=64)
+def _jacobi_rule(m: float, n: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights for ∫_0^1 x^m g(x) dx ≈ Σ wᵢ g(xᵢ)."""
+    y, wts = special.roots_jacobi(n, 0.0, m)
+    return (1 + y) / 2, wts * 2.0 ** (-m - 1)
 
 
-def power_spherical_log_prob(x: torch.Tensor, mu: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
-    p = mu.shape[-1]
-    k = kappa.squeeze(-1)
-    return power_spherical_log_normalizer(p, k) + k * torch.log1p((x * mu).sum(-1).clamp(-1, 1))
+def vmf_dw_dkappa(one_minus_w: np.ndarray, kappa: np.ndarray, p: int) -> np.ndarray:
+    """dw/dκ = −(∂F/∂κ)/f(w) for the vMF marginal of w = μᵀz (implicit reparameterisation).
+
+    dw/dκ = ∫_w^1 (t − A) f(t)/f(w) dt. With s = 1 − w and t = 1 − s·x this is
+    s ∫_0^1 (1 − A − s x) e^{κ s (1−x)} ((2 − s x)/(2 − s))^m x^m dx, m = (p−3)/2: smooth in x for
+    the draws that occur (κ s is about Gamma((p−1)/2)), and the x^m factor is the Jacobi weight.
+    """
+    s = np.asarray(one_minus_w, dtype=np.float64)[..., None]
+    k = np.asarray(kappa, dtype=np.float64)[..., None]
+    m = (p - 3) / 2
+    x, q = _jacobi_rule(m)
+    a = bessel_ratio_numpy(p / 2 - 1, k)
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = (1 - a - s * x) * np.exp(k * s * (1 - x) + m * np.log((2 - s * x) / (2 - s)))
+    out = s[..., 0] * (g @ q)
+    return np.where(np.isfinite(out), np.maximum(out, 0.0), 0.0)
 
 
-def power_spherical_kl_uniform(kappa: torch.Tensor, p: int) -> torch.Tensor:
-    """KL(PS(μ, κ) ‖ Uniform) = log C + κ E[log(1 + μᵀx)] + log |S^{p−1}|, E[·] = log 2 + ψ(α) − ψ(α+β)."""
-    alpha, beta = (p - 1) / 2 + kappa, (p - 1) / 2
-    expected = math.log(2) + torch.digamma(alpha) - torch.digamma(alpha + beta)
-    return power_spherical_log_normalizer(p, kappa) + kappa * expected + log_sphere_area(p)
+class _ImplicitW(torch.autograd.Function):
+    """Passes 1 − w through unchanged; its κ-gradient is −dw/dκ from ``vmf_dw_dkappa``."""
+
+    @staticmethod
+    def forward(ctx, kappa: torch.Tensor, one_minus_w: torch.Tensor, p: int) -> torch.Tensor:
+        ctx.save_for_backward(kappa, one_minus_w)
+        ctx.p = p
+        return one_minus_w.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        kappa, omw = ctx.saved_tensors
+        dw = vmf_dw_dkappa(omw.detach().cpu().numpy(), kappa.detach().cpu().double().numpy(), ctx.p)
+        return -grad * torch.from_numpy(dw).to(grad), None, None
 
 
-def power_spherical_rsample(mu: torch.Tensor, kappa: torch.Tensor, n: int) -> torch.Tensor:
-    """Exact reparameterised sampler: t = 2z − 1 with z ~ Beta(α, β) (implicit gradients)."""
-    p = mu.shape[-1]
-    k = kappa.squeeze(-1)
-    alpha, beta = (p - 1) / 2 + k, torch.full_like(k, (p - 1) / 2)
-    z = torch.distributions.Beta(alpha, beta).rsample((n,))
-    t = 2 * z - 1
-    v = _uniform_tangent(t.shape, p, like=mu)
-    y = torch.cat([t.unsqueeze(-1), torch.sqrt((1 - t * t).clamp_min(0)).unsqueeze(-1) * v], dim=-1)
-    return _householder_to(mu.unsqueeze(0).expand(n, *mu.shape), y)
+class VonMisesFisher(Distribution):
+    """von Mises–Fisher on S^{p−1}: ``loc`` (..., p) unit vectors, ``concentration`` κ (...,) > 0."""
+
+    arg_constraints = {"loc": unit_vector, "concentration": constraints.positive}
+    support = unit_vector
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, concentration: torch.Tensor, generator: torch.Generator | None = None,
+                 validate_args: bool | None = None) -> None:
+        concentration = torch.as_tensor(concentration, dtype=loc.dtype)
+        batch = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
+        self.loc = loc.expand(*batch, loc.shape[-1])
+        self.concentration = concentration.expand(batch)
+        self.generator = generator
+        self.p = loc.shape[-1]
+        super().__init__(batch, torch.Size([self.p]), validate_args=validate_args)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.mean_resultant().unsqueeze(-1) * self.loc
+
+    def mean_resultant(self) -> torch.Tensor:
+        """A_p(κ) = I_{p/2}(κ)/I_{p/2−1}(κ) = E[μᵀz]."""
+        return bessel_ratio(self.p / 2 - 1, self.concentration)
+
+    def log_normalizer(self) -> torch.Tensor:
+        """log C_p(κ), stable for κ up to 1e5 and p up to 1000 (see ``bessel.log_iv_numpy``)."""
+        return vmf_log_normalizer(self.p, self.concentration)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        return self.log_normalizer() + self.concentration * (value * self.loc).sum(-1)
+
+    def entropy(self) -> torch.Tensor:
+        return -self.log_normalizer() - self.concentration * self.mean_resultant()
+
+    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)[:-1]
+        kappa = self.concentration.expand(shape)
+        omw = _ImplicitW.apply(kappa, wood_sample(kappa, self.p, self.generator).to(kappa.dtype), self.p)
+        return _assemble(self.loc, 1 - omw, omw, self.generator)
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+
+# --- Power Spherical -------------------------------------------------------------------------------
+
+
+class PowerSpherical(Distribution):
+    """Power Spherical (De Cao & Aziz 2020) on S^{p−1}: f(z) ∝ (1 + μᵀz)^κ."""
+
+    arg_constraints = {"loc": unit_vector, "concentration": constraints.positive}
+    support = unit_vector
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, concentration: torch.Tensor, generator: torch.Generator | None = None,
+                 validate_args: bool | None = None) -> None:
+        concentration = torch.as_tensor(concentration, dtype=loc.dtype)
+        batch = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
+        self.loc = loc.expand(*batch, loc.shape[-1])
+        self.concentration = concentration.expand(batch)
+        self.generator = generator
+        self.p = loc.shape[-1]
+        super().__init__(batch, torch.Size([self.p]), validate_args=validate_args)
+
+    def _alpha_beta(self) -> tuple[torch.Tensor, float]:
+        return (self.p - 1) / 2 + self.concentration, (self.p - 1) / 2
+
+    @property
+    def mean(self) -> torch.Tensor:
+        alpha, beta = self._alpha_beta()
+        return ((alpha - beta) / (alpha + beta)).unsqueeze(-1) * self.loc
+
+    def log_normalizer(self) -> torch.Tensor:
+        alpha, beta = self._alpha_beta()
+        return -((alpha + beta) * math.log(2) + beta * math.log(math.pi) + torch.lgamma(alpha) - torch.lgamma(alpha + beta))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        cos = (value * self.loc).sum(-1).clamp(-1, 1)
+        return self.log_normalizer() + self.concentration * torch.log1p(cos)
+
+    def entropy(self) -> torch.Tensor:
+        alpha, beta = self._alpha_beta()
+        expected_log = math.log(2) + torch.digamma(alpha) - torch.digamma(alpha + beta)  # E[log(1 + μᵀz)]
+        return -self.log_normalizer() - self.concentration * expected_log
+
+    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)[:-1]
+        alpha, beta = self._alpha_beta()
+        x = _gamma(alpha.double().expand(shape), self.generator)
+        y = _gamma(torch.full(shape, beta, dtype=torch.float64), self.generator)
+        omw = (2 * y / (x + y)).to(self.loc.dtype)  # 1 − w, w = 2 Beta(α, β) − 1
+        return _assemble(self.loc, 1 - omw, omw, self.generator)
+
+    def sample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+
+# --- uniform and KL --------------------------------------------------------------------------------
+
+
+class HypersphericalUniform(Distribution):
+    """The uniform distribution on S^{p−1} ⊂ R^p (the spherical latents' prior)."""
+
+    arg_constraints: dict = {}
+    support = unit_vector
+    has_rsample = True
+
+    def __init__(self, p: int, batch_shape: torch.Size | tuple = torch.Size(), dtype: torch.dtype = torch.float32,
+                 generator: torch.Generator | None = None, validate_args: bool | None = None) -> None:
+        if p < 2:
+            raise ValueError(f"the sphere S^(p-1) needs p >= 2, got {p}")
+        self.p, self.dtype, self.generator = p, dtype, generator
+        super().__init__(torch.Size(batch_shape), torch.Size([p]), validate_args=validate_args)
+
+    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
+        x = torch.randn(self._extended_shape(sample_shape), generator=self.generator, dtype=self.dtype)
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.full(value.shape[:-1], -log_sphere_area(self.p), dtype=value.dtype)
+
+    def entropy(self) -> torch.Tensor:
+        return torch.full(self.batch_shape, log_sphere_area(self.p), dtype=self.dtype)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return torch.zeros(self._extended_shape(), dtype=self.dtype)
+
+
+@register_kl(VonMisesFisher, HypersphericalUniform)
+def _kl_vmf_uniform(q: VonMisesFisher, prior: HypersphericalUniform) -> torch.Tensor:
+    return -q.entropy() + log_sphere_area(q.p)
+
+
+@register_kl(PowerSpherical, HypersphericalUniform)
+def _kl_power_spherical_uniform(q: PowerSpherical, prior: HypersphericalUniform) -> torch.Tensor:
+    return -q.entropy() + log_sphere_area(q.p)

@@ -1,53 +1,163 @@
 """The contract every distribution family implements, and the family registry.
 
-A family is a stateless object: maximum-likelihood ``fit`` on sorted data, plus
-``logpdf``, ``cdf`` and ``sample`` at given parameters. Adding a family is one
-subclass decorated with ``@register_family``; nothing else in the tool changes.
+A family is a stateless object, standardised the way ``scipy.stats`` does it: the
+subclass implements the *standard* density and CDF (loc 0, scale 1) at its shape
+parameters, and this base class applies ``loc`` and ``scale`` once, for every family.
+It also declares what a report shows for it (its shape parameters with their ranges,
+the headline statistic summarised per model, the label and colour), so every
+consumer reads the registry instead of hunting for family names. Adding a family is
+one subclass decorated with ``@register_family``; nothing else in the tool changes.
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from ...errors import UnknownNameError
+from ..kernels import BLOCK, blocks, dot  # noqa: F401  (re-exported: families sum block by block)
 from ..registry import Registry
+
+
+class Params(Mapping[str, float]):
+    """Fitted parameters: read-only, hashable, ordered as the family declares them.
+
+    ``params["beta"]`` and ``params.beta`` both work; assignment raises."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, float] | Iterable[tuple[str, float]] = (), **values: float) -> None:
+        pairs = list(items.items() if isinstance(items, Mapping) else items) + list(values.items())
+        object.__setattr__(self, "_items", tuple((str(k), float(v)) for k, v in pairs))
+
+    def __getitem__(self, key: str) -> float:
+        for k, v in self._items:
+            if k == key:
+                return v
+        raise KeyError(key)
+
+    def __getattr__(self, key: str) -> float:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key, value) -> None:
+        raise AttributeError("Params are read-only; build a new Params instead")
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return "Params(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"
+
+    def __reduce__(self):
+        return (Params, (self._items,))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape parameter as reports show it: its symbol, its range and what values mean."""
+
+    name: str  # the column name in layers.csv, e.g. "beta"
+    symbol: str  # e.g. "β"
+    lower: float  # the fitter's bounds; a fit that ends on one is flagged and never wins
+    upper: float
+    meaning: str = ""  # e.g. "β = 1 is Laplace, β = 2 is Gaussian"
+    log_axis: bool = False  # plotted on a log axis (df spans decades)
 
 
 @dataclass(frozen=True)
 class Estimate:
     """What a family's ``fit`` returns: parameters plus how much to trust them."""
 
-    params: Mapping[str, float]
+    params: Params
     converged: bool = True
     note: str = ""  # e.g. "Gaussian limit: df at cap 1e+06"
     loglik: float | None = None  # filled when the estimator already knows it exactly
+    # The optimum sits where the likelihood is unbounded (a shape at its fitting bound, a
+    # scale collapsing onto tied values): reported, but never allowed to win a layer.
+    degenerate: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, Params):
+            object.__setattr__(self, "params", Params(self.params))
 
 
 class Family(ABC):
     name: ClassVar[str]
-    param_names: ClassVar[tuple[str, ...]]
     label: ClassVar[str] = ""  # how prose names it ("Student-t"); the registry name when empty
+    color: ClassVar[str | None] = None  # matplotlib colour; a stable palette colour when None
+    shapes: ClassVar[tuple[Shape, ...]] = ()
+    # The shape parameter each model's report summarises (median and IQR over layers), e.g. "beta".
+    headline: ClassVar[str | None] = None
+    # Reports count the layers where this family has a lower AIC than every one of these.
+    beats: ClassVar[tuple[str, ...]] = ()
     # Names of families that are special cases of this one (for likelihood-ratio tests).
     nests: ClassVar[tuple[str, ...]] = ()
     # The subset of ``nests`` reached only at a parameter-space boundary (e.g. Gaussian = t with df = ∞).
     nests_on_boundary: ClassVar[tuple[str, ...]] = ()
+    symmetric: ClassVar[bool] = True  # standard law symmetric about 0: sf(z) = cdf(−z), exact in the upper tail
+    param_names: tuple[str, ...]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "param_names" not in cls.__dict__ and "shapes" in cls.__dict__:
+            cls.param_names = ("loc", "scale", *(s.name for s in cls.shapes))
 
     @property
     def k(self) -> int:
         """Number of free parameters, for AIC/BIC."""
         return len(self.param_names)
 
+    def shape(self, name: str) -> Shape | None:
+        return next((s for s in self.shapes if s.name == name), None)
+
+    def params(self, **values: float) -> Params:
+        """Parameters in this family's declared order."""
+        return Params((p, values[p]) for p in self.param_names)
+
     @abstractmethod
     def fit(self, x_sorted: np.ndarray) -> Estimate:
         """Maximum-likelihood fit. ``x_sorted``: finite float64, ascending, n >= 8, not constant."""
 
-    @abstractmethod
-    def logpdf(self, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray: ...
+    # --- the standard law (loc 0, scale 1): what a family implements --------------------------------
 
-    @abstractmethod
-    def cdf(self, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray: ...
+    def std_logpdf(self, z: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} implements neither std_logpdf nor logpdf")
+
+    def std_cdf(self, z: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} implements neither std_cdf nor cdf")
+
+    def std_sf(self, z: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        return self.std_cdf(-z, params) if self.symmetric else 1.0 - self.std_cdf(z, params)
+
+    # --- loc and scale, applied once here ------------------------------------------------------------
+
+    @staticmethod
+    def standardise(x, params: Mapping[str, float]) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - params["loc"]) / params["scale"]
+
+    def logpdf(self, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        return self.std_logpdf(self.standardise(x, params), params) - math.log(params["scale"])
+
+    def cdf(self, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        return self.std_cdf(self.standardise(x, params), params)
+
+    def sf(self, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        return self.std_sf(self.standardise(x, params), params)
 
     @abstractmethod
     def scipy_dist(self, params: Mapping[str, float]):
@@ -59,32 +169,39 @@ class Family(ABC):
     def sample(self, n: int, params: Mapping[str, float], rng: np.random.Generator) -> np.ndarray:
         return np.asarray(self.scipy_dist(params).rvs(size=n, random_state=rng), dtype=np.float64)
 
+    def at_bound(self, params: Mapping[str, float]) -> bool:
+        """A shape on its fitting bound: there the likelihood ran off the parameter space."""
+        return any(params[s.name] <= s.lower or params[s.name] >= s.upper for s in self.shapes)
+
     def describe(self, params: Mapping[str, float], note: str = "") -> str:
         """Short human label used in verdicts and legends, e.g. 'df≈4.2'; ``note`` is the fit's note."""
-        return ""
+        shape = self.shape(self.headline) if self.headline else None
+        return f"{shape.symbol}≈{params[shape.name]:.3g}" if shape else ""
 
+    def mse_optimal_clip(self, params: Mapping[str, float], bits: int) -> float:
+        """The clip c minimising the expected MSE of symmetric uniform quantisation at ``bits``
+        under this law centred at 0 (``loc`` ignored: the quantiser is symmetric about 0).
+        See ``core/quant.py`` for the error model. The default minimises it numerically;
+        families with a closed form override this."""
+        from ..quant import numerical_optimal_clip
 
-def dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Σ a·b in one pass without a temporary and without BLAS threads: BLAS ddot spins
-    its thread pool on every call, which costs more than the sum itself for the
-    many short reductions of the estimators, and collapses when the cores are shared."""
-    return float(np.einsum("i,i->", a, b))
-
-
-BLOCK = 1 << 18  # element-wise work is done this many values at a time: memory stays O(block), not O(n)
-
-
-def blocks(x: np.ndarray, size: int = BLOCK):
-    """Consecutive views of ``x`` (no copies), for sums that would otherwise need n-sized temporaries."""
-    for start in range(0, x.size, size):
-        yield x[start : start + size]
+        centred = {**params, "loc": 0.0}
+        return numerical_optimal_clip(lambda t: self.sf(t, centred), bits, params["scale"])
 
 
 FAMILIES: Registry[Family] = Registry("distribution family")
 
 
 def register_family(cls: type[Family]) -> type[Family]:
-    FAMILIES.add(cls.name, cls())
+    """Class decorator: registers one instance under ``cls.name``, after checking its declarations."""
+    fam = cls()
+    if fam.headline is not None:
+        if fam.shape(fam.headline) is None:
+            raise TypeError(f"{cls.__name__}.headline {fam.headline!r} is not one of its shapes")
+        clash = [n for n in FAMILIES if FAMILIES.get(n).headline == fam.headline]
+        if clash:  # the headline names the per-model summary columns (e.g. beta_median): one family each
+            raise TypeError(f"{cls.__name__}.headline {fam.headline!r} is already {clash[0]}'s headline")
+    FAMILIES.add(cls.name, fam)
     return cls
 
 
@@ -97,12 +214,26 @@ def param_columns() -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for name in FAMILIES for p in FAMILIES.get(name).param_names))
 
 
+def headline_families() -> list[Family]:
+    """Families with a headline statistic, in registry order: what per-model summaries show."""
+    return [f for f in map(FAMILIES.get, FAMILIES) if f.headline is not None]
+
+
+def beats_key(fam: Family) -> str:
+    """Summary key counting the layers where ``fam`` beats every family in ``fam.beats``."""
+    return f"{fam.name}_beats_{'_and_'.join(fam.beats)}"
+
+
 def list_families(pattern: str | None = None) -> list[str]:
     return FAMILIES.names(pattern)
 
 
 def get_family(name: str) -> Family:
+    if name.startswith("scipy:") and name not in FAMILIES:  # opt-in generic families, built on first use
+        from .scipy_generic import scipy_family
+
+        return scipy_family(name)
     try:
         return FAMILIES.get(name)
     except KeyError as exc:
-        raise ValueError(f"families: {exc.args[0]}; registered: {', '.join(FAMILIES)}") from None
+        raise UnknownNameError(f"families: {exc}; registered: {', '.join(FAMILIES)}") from None

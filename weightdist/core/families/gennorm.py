@@ -14,14 +14,15 @@ from typing import Mapping
 import numpy as np
 from scipy import optimize, special, stats
 
-from .base import Estimate, Family, blocks, dot, register_family
+from .. import kernels
+from .base import Estimate, Family, Shape, blocks, dot, register_family
 
 SUBSAMPLE = 20_000
 BETA_MIN, BETA_MAX = 0.05, 1e8
 UNIFORM_LIKE_BETA = 1e3  # above this the fit is the uniform limit
 
 
-ZERO_LOG = -1e300  # log|r| stored for r = 0: exp(β·ZERO_LOG) = 0 and 0·ZERO_LOG = 0, so zeros drop out of every sum
+ZERO_LOG = kernels.ZERO_LOG  # log|r| stored for r = 0: zeros drop out of every sum
 
 
 class _Profile:
@@ -33,28 +34,14 @@ class _Profile:
     def __init__(self, x: np.ndarray, mu: float) -> None:
         self.n = x.size
         log_r = np.empty(x.size)
-        with np.errstate(divide="ignore"):
-            for out, block in zip(blocks(log_r), blocks(x)):
-                np.subtract(block, mu, out=out)
-                np.abs(out, out=out)
-                np.log(out, out=out)
-        np.maximum(log_r, ZERO_LOG, out=log_r)
-        top = float(log_r.max())
+        top = kernels.log_abs_dev(x, mu, log_r)
         self.log_m = top if top > ZERO_LOG else 0.0
         log_r -= self.log_m
         self.log_r_scaled = log_r
 
     def sums(self, beta: float, order: int = 2) -> tuple[float, float, float]:
         """log S and the first two moments of log|r| under weights |r|^β / S (S = Σ|r|^β)."""
-        s = s1 = s2 = 0.0
-        for block in blocks(self.log_r_scaled):
-            e = np.exp(beta * block)
-            s += float(e.sum())
-            if order > 0:
-                el = e * block
-                s1 += float(el.sum())
-                if order > 1:
-                    s2 += dot(el, block)
+        s, s1, s2 = kernels.exp_sums(self.log_r_scaled, beta, order)
         log_s = beta * self.log_m + math.log(s) if s > 0 else -math.inf
         if order == 0:
             return log_s, math.nan, math.nan
@@ -107,11 +94,7 @@ def _mu_root(x: np.ndarray, mu: float, beta: float, scale: float) -> float:
     p = beta - 1
 
     def g(m: float) -> float:
-        total = 0.0
-        for block in blocks(x):
-            r = block - m
-            total += float(np.sum(np.sign(r) * np.abs(r) ** p))
-        return total
+        return kernels.sign_pow_sum(x, m, p)
 
     step = 4 * scale / math.sqrt(x.size)
     lo, hi, g_lo, g_hi = mu - step, mu + step, g(mu - step), g(mu + step)
@@ -220,7 +203,10 @@ def _cusp_search(x_sorted: np.ndarray, mu: float, beta: float, budget: float = 3
 
 
 def _start(x_sorted: np.ndarray) -> tuple[float, float]:
-    """Nelder-Mead on the profile of a small quantile subsample: a robust global start."""
+    """Nelder-Mead on the profile of a small quantile subsample: a robust global start.
+
+    (A method-of-moments start was tried: a third faster, but on a β ≈ 0.28 CIFAR layer it
+    settled on another cusp, 3e-3 nats per weight below scipy's fit.)"""
     n = x_sorted.size
     sub = x_sorted[:: max(1, n // 2000)]
     mu0 = float(sub[sub.size // 2])
@@ -232,7 +218,7 @@ def _start(x_sorted: np.ndarray) -> tuple[float, float]:
         return -_Profile(sub, mu).loglik(beta) / sub.size
 
     res = optimize.minimize(neg, [mu0, math.log(1.5)], method="Nelder-Mead",
-                            options={"xatol": 1e-6 * spread, "fatol": 1e-9, "initial_simplex": [[mu0, 0.4], [mu0 + 0.01 * spread, 0.4], [mu0, 0.8]]})
+                            options={"xatol": 1e-4 * spread, "fatol": 1e-6, "initial_simplex": [[mu0, 0.4], [mu0 + 0.01 * spread, 0.4], [mu0, 0.8]]})
     return float(res.x[0]), float(min(max(math.exp(res.x[1]), BETA_MIN), BETA_MAX))
 
 
@@ -245,7 +231,9 @@ def scale_for(x: np.ndarray, mu: float, beta: float) -> float:
 class GenNorm(Family):
     name = "gennorm"
     label = "gennorm"
-    param_names = ("loc", "scale", "beta")
+    color = "tab:red"
+    shapes = (Shape("beta", "β", BETA_MIN, BETA_MAX, "β = 1 is Laplace, β = 2 is Gaussian"),)
+    headline = "beta"
     nests = ("gaussian", "laplace")
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:
@@ -263,20 +251,24 @@ class GenNorm(Family):
                 break
             mu, beta, ll = new_mu, new_beta, new_ll
         note = "" if converged else "profile optimisation did not converge"
+        degenerate = beta <= BETA_MIN
         if beta >= UNIFORM_LIKE_BETA:
             note = f"uniform limit: β={beta:.3g}"
-        elif beta <= BETA_MIN:
+        elif degenerate:
             note = f"shape at bound β={beta:g}"
-        return Estimate({"loc": mu, "scale": scale_for(x_sorted, mu, beta), "beta": beta}, converged=converged,
-                        note=note, loglik=ll)
+        return Estimate(self.params(loc=mu, scale=scale_for(x_sorted, mu, beta), beta=beta), converged=converged,
+                        note=note, loglik=ll, degenerate=degenerate)
 
-    def logpdf(self, x, params: Mapping[str, float]) -> np.ndarray:
-        return stats.gennorm.logpdf(np.asarray(x, dtype=np.float64), params["beta"], params["loc"], params["scale"])
+    def at_bound(self, params: Mapping[str, float]) -> bool:
+        return params["beta"] <= BETA_MIN  # the upper end is the uniform limit: a real answer, not a runaway
 
-    def cdf(self, x, params: Mapping[str, float]) -> np.ndarray:
-        z = (np.asarray(x, dtype=np.float64) - params["loc"]) / params["scale"]
-        half = 0.5 * special.gammainc(1 / params["beta"], np.abs(z) ** params["beta"])
-        return np.where(z < 0, 0.5 - half, 0.5 + half)
+    def std_logpdf(self, z, params: Mapping[str, float]) -> np.ndarray:
+        return stats.gennorm.logpdf(z, params["beta"])
+
+    def std_cdf(self, z, params: Mapping[str, float]) -> np.ndarray:
+        # scipy's formula: the tail mass from gammaincc, exact far in the lower tail (and, by symmetry, in sf).
+        c = 0.5 * np.sign(z)
+        return (0.5 + c) - c * special.gammaincc(1 / params["beta"], np.abs(z) ** params["beta"])
 
     def scipy_dist(self, params: Mapping[str, float]):
         return stats.gennorm(params["beta"], loc=params["loc"], scale=params["scale"])

@@ -25,7 +25,9 @@ from typing import Mapping
 import numpy as np
 from scipy import special, stats
 
-from .base import FAMILIES, Estimate, Family, blocks, dot, register_family
+from .. import kernels
+from . import gaussian
+from .base import Estimate, Family, Shape, register_family
 
 DF_CAP = 1e6
 DF_FLOOR = 0.05
@@ -49,13 +51,7 @@ def _const(nu: float) -> tuple[float, float, float]:
 
 
 def _log1p_sum(x: np.ndarray, mu: float, sigma: float, nu: float) -> float:
-    total = 0.0
-    for block in blocks(x):
-        q = (block - mu) / sigma
-        q *= q
-        q /= nu
-        total += float(np.sum(np.log1p(q)))
-    return total
+    return kernels.t_log1p_sum(x, mu, sigma, nu)
 
 
 def loglik(x: np.ndarray, mu: float, sigma: float, nu: float) -> float:
@@ -63,17 +59,8 @@ def loglik(x: np.ndarray, mu: float, sigma: float, nu: float) -> float:
 
 
 def _moment_sums(x: np.ndarray, mu: float, sigma: float, nu: float) -> np.ndarray:
-    """The eight sums the likelihood, gradient and Hessian need, accumulated block by block."""
-    sums = np.zeros(8)
-    for block in blocks(x):
-        u = (block - mu) / sigma
-        q = u * u
-        inv = 1.0 / (nu + q)
-        inv2 = inv * inv
-        qinv2 = q * inv2
-        sums += (float(np.sum(np.log1p(q / nu))), dot(u, inv), dot(q, inv), float(inv2.sum()), dot(q, inv2),
-                 dot(u, inv2), dot(q, qinv2), dot(u, qinv2))
-    return sums
+    """The eight sums the likelihood, gradient and Hessian need, in one pass (kernels.py)."""
+    return kernels.t_moment_sums(x, mu, sigma, nu)
 
 
 def _derivatives(x: np.ndarray, mu: float, sigma: float, nu: float):
@@ -149,7 +136,10 @@ def _start(x_sorted: np.ndarray) -> np.ndarray:
     mu = float(0.5 * (x_sorted[(n - 1) // 2] + x_sorted[n // 2]))
     q1, q3 = x_sorted[int(0.25 * (n - 1))], x_sorted[int(0.75 * (n - 1))]
     sigma = float(q3 - q1) / 1.349 or float(np.std(x_sorted)) or 1.0
-    k = float(stats.kurtosis(x_sorted[:: max(1, n // SUBSAMPLE)]))  # an evenly spaced quantile subsample: no n-sized temporaries
+    sub = x_sorted[:: max(1, n // SUBSAMPLE)]  # an evenly spaced quantile subsample: no n-sized temporaries
+    c2 = (sub - sub.mean()) ** 2
+    m2 = float(c2.mean())
+    k = kernels.dot(c2, c2) / sub.size / m2**2 - 3 if m2 > 0 else 0.0  # scipy.stats.kurtosis, without its per-call overhead
     nu = 4 + 6 / k if k > 0.05 else 100.0
     return np.array([mu, math.log(sigma), math.log(min(max(nu, 1.0), DF_CAP))])
 
@@ -158,7 +148,10 @@ def _start(x_sorted: np.ndarray) -> np.ndarray:
 class StudentT(Family):
     name = "student_t"
     label = "Student-t"
-    param_names = ("loc", "scale", "df")
+    color = "tab:green"
+    shapes = (Shape("df", "df", DF_FLOOR, DF_CAP, "df → ∞ is Gaussian", log_axis=True),)
+    headline = "df"
+    beats = ("gaussian", "laplace")
     nests = ("gaussian",)
     nests_on_boundary = ("gaussian",)
 
@@ -168,28 +161,38 @@ class StudentT(Family):
         if n > SUBSAMPLE:  # most iterations on a quantile subsample, a few polishing passes on all data
             theta, _, _ = _newton(x_sorted[:: n // SUBSAMPLE], theta, max_iter=100, tol=1e-10)
         theta, ll, converged = _newton(x_sorted, theta, max_iter=100, tol=1e-12)
-        params = {"loc": float(theta[0]), "scale": math.exp(theta[1]), "df": math.exp(theta[2])}
+        df = math.exp(theta[2])
         note = ""
-        if params["df"] >= DF_CAP * (1 - 1e-9):
-            params["df"], note = DF_CAP, f"Gaussian limit: df at cap {DF_CAP:g}"
+        if df >= DF_CAP * (1 - 1e-9):
+            df, note = DF_CAP, f"Gaussian limit: df at cap {DF_CAP:g}"
         else:
-            lr = 2 * (ll - FAMILIES.get("gaussian").fit(x_sorted).loglik)
+            lr = 2 * (ll - gaussian.mle(x_sorted)[2])
             if lr < GAUSSIAN_LR_CRITICAL:
                 note = f"Gaussian limit: indistinguishable from a Gaussian (LR={max(lr, 0):.2g} < {GAUSSIAN_LR_CRITICAL:.2f})"
-        return Estimate(params, converged=converged, note=note if converged else (note or "Newton did not converge"),
-                        loglik=ll)
+        degenerate = df <= DF_FLOOR * (1 + 1e-9)
+        if degenerate:
+            note = f"shape at bound df={DF_FLOOR:g}"
+        return Estimate(self.params(loc=float(theta[0]), scale=math.exp(theta[1]), df=df), converged=converged,
+                        note=note if converged else (note or "Newton did not converge"), loglik=ll, degenerate=degenerate)
 
-    def logpdf(self, x, params: Mapping[str, float]) -> np.ndarray:
-        return stats.t.logpdf(np.asarray(x, dtype=np.float64), params["df"], params["loc"], params["scale"])
+    def at_bound(self, params: Mapping[str, float]) -> bool:
+        return params["df"] <= DF_FLOOR  # the cap is the Gaussian limit: a real answer, not a runaway
+
+    def std_logpdf(self, z, params: Mapping[str, float]) -> np.ndarray:
+        return stats.t.logpdf(z, params["df"])
+
+    def std_cdf(self, z, params: Mapping[str, float]) -> np.ndarray:
+        return special.stdtr(params["df"], z)
 
     def loglik(self, x, params: Mapping[str, float]) -> float:
         return loglik(np.asarray(x, dtype=np.float64), params["loc"], params["scale"], params["df"])
 
-    def cdf(self, x, params: Mapping[str, float]) -> np.ndarray:
-        return special.stdtr(params["df"], (np.asarray(x, dtype=np.float64) - params["loc"]) / params["scale"])
-
     def scipy_dist(self, params: Mapping[str, float]):
         return stats.t(params["df"], loc=params["loc"], scale=params["scale"])
+
+    def mse_optimal_clip(self, params: Mapping[str, float], bits: int) -> float:
+        """NaN for df <= 2: the variance is infinite, so every clip has infinite expected MSE."""
+        return super().mse_optimal_clip(params, bits) if params["df"] > 2 else math.nan
 
     def sample(self, n, params, rng):
         return params["loc"] + params["scale"] * rng.standard_t(params["df"], size=n)

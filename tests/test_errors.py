@@ -1,0 +1,70 @@
+"""One error policy, in one place (cli main): a WeightdistError is one line and its exit code; any
+other exception is a bug and keeps its traceback plus a request to report it."""
+from __future__ import annotations
+
+import pytest
+
+import weightdist.cli as cli
+from weightdist.errors import ModelNotFoundError, OptionError, UnknownNameError, WeightdistError
+from weightdist.pipeline import FitOptions
+
+
+def _run(capsys, argv):
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+def test_an_internal_valueerror_is_a_bug_with_its_traceback(monkeypatch, capsys):
+    def broken(args):
+        raise ValueError("operands could not be broadcast together")  # what a numpy bug looks like
+
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    code, err = _run(capsys, ["models"])
+    assert code == cli.EXIT_BUG == 1
+    assert "Traceback (most recent call last)" in err and "ValueError: operands could not be broadcast" in err
+    assert "internal error" in err and "please report it" in err and "weightdist models" in err
+
+
+def test_a_user_error_is_one_line_and_its_exit_code(monkeypatch, capsys):
+    def user_error(args):
+        raise OptionError("--min-size must be an integer >= 1, got 0")
+
+    monkeypatch.setattr(cli, "cmd_models", user_error)
+    code, err = _run(capsys, ["models"])
+    assert code == 2 and err == "weightdist: error: --min-size must be an integer >= 1, got 0\n"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["fit", "--min-size", "0"], "min_size must be an integer >= 1, got 0"),
+    (["fit", "--max-per-layer", "3"], "max_per_layer must be an integer >= 8, got 3"),
+    (["fit", "--kinds", "conv,bogus"], "kinds: unknown kind(s) bogus"),
+    (["fit", "--include", "("], "include: "),  # wording owned by the pattern compiler (re2)
+    (["fit", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["fit", "--families", "gausian"], "families: unknown distribution family 'gausian'; did you mean gaussian"),
+])
+def test_options_are_validated_once_with_one_line(capsys, tmp_path, argv, message):
+    code, err = _run(capsys, [*argv, "--out", str(tmp_path / "r"), "--quiet"])
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_names_raise_one_type_everywhere():
+    from weightdist.core.families import get_family
+    from weightdist.sources import load_model
+
+    with pytest.raises(UnknownNameError) as family:
+        get_family("laplce")
+    with pytest.raises(UnknownNameError) as model:
+        load_model("resnet5")
+    assert isinstance(model.value, ModelNotFoundError) and isinstance(model.value, WeightdistError)
+    assert isinstance(family.value, KeyError)  # registry lookups stay KeyErrors for library callers
+    assert str(family.value).startswith("families: unknown distribution family 'laplce'")  # not KeyError's quoted repr
+
+
+def test_fit_options_is_the_one_validator():
+    with pytest.raises(OptionError, match="n_boot must be an integer >= 0"):
+        FitOptions(n_boot=-1)
+    with pytest.raises(OptionError, match="seed must be an integer"):
+        FitOptions(seed=1.5)  # type: ignore[arg-type]
+    assert FitOptions(kinds="conv,linear").kinds == ("conv", "linear")  # normalised by extract's own parser

@@ -1,0 +1,74 @@
+"""Local checkpoint files: .pth/.pt/.bin/.th/.ckpt (weights_only pickle), .safetensors, and shard indexes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import CheckpointError
+from .base import LoadedModel, ModelInfo, ModelSource, check_no_init, check_no_weights_file, register_source
+from .checkpoint import ShardedCheckpoint, looks_like_file, open_weights
+from .hub import sha256_of
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a weights file, or one line saying it cannot be read.
+
+    Remembered per process by (real path, size, mtime): a scan worker opens the same model once
+    per tensor, and hashing a 250 MB file each time would cost more than the fits."""
+    try:
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        key = (real, st.st_size, st.st_mtime_ns)
+        if key not in _SHA_CACHE:
+            _SHA_CACHE[key] = sha256_of(real)
+        return _SHA_CACHE[key]
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its permissions") from None
+
+
+def check_file(spec: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
+    """The path of an existing, readable, non-empty regular file, or one line naming the problem and the fix."""
+    text = str(spec).replace("\0", "\\0")
+    if "\0" in str(spec):
+        raise CheckpointError(f"{text}: the name contains a NUL byte; check the path")
+    path = Path(spec).expanduser()
+    try:
+        if not path.exists():
+            raise CheckpointError(f"no such file: {path}; check the path")
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a directory; pass the {what} file itself")
+        if not path.is_file():
+            raise CheckpointError(f"{path} is not a regular file (a pipe, socket or device); save the {what} to a file and pass that")
+        if not os.access(path, os.R_OK):
+            raise CheckpointError(f"{path}: permission denied; make the file readable")
+        if not path.name.lower().endswith(suffixes):
+            raise CheckpointError(f"{path}: expected a {what} file ({', '.join(suffixes)})")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path} is empty (0 bytes); the download or save did not finish")
+    except OSError as exc:  # ENAMETOOLONG, ELOOP, ...
+        raise CheckpointError(f"{text[:200]}: cannot open it ({exc.strerror or type(exc).__name__}); check the path") from None
+    return path
+
+
+@register_source
+class CheckpointFileSource(ModelSource):
+    name = "file"
+    priority = 80
+    description = "local .pth/.pt/.bin/.th/.ckpt/.safetensors files and *.index.json shard indexes"
+
+    def can_open(self, spec: str) -> bool:
+        return looks_like_file(spec)
+
+    def info(self, spec: str) -> ModelInfo:
+        return ModelInfo(provenance=f"local file {Path(spec).expanduser()}")
+
+    def open(self, spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> LoadedModel:
+        check_no_weights_file(weights_file)
+        check_no_init(init, spec)
+        tensors = open_weights(spec)
+        path = Path(spec).expanduser()
+        sha = tensors.sha256() if isinstance(tensors, ShardedCheckpoint) else file_sha256(path)  # shards: every byte read
+        return LoadedModel(path.name, "file", str(path), sha, None, tensors, self.info(spec))

@@ -37,4 +37,7 @@ if [ "${WITH_VAE:-0}" = 1 ]; then
     weightdist vae compare --latent-dims 2,5,10,20 --seeds 0,1,2 --epochs 200 --k 500 --full-test-set \
         --out reports/vae --threads 2
 fi
+# The offline zoo (14 models, 5 formats) into the Parquet store that reports/README.md is built from. Needs the
+# zoo packages (see zoo/offline.txt) and the Ray extra; resumes, so a rerun only fills what is missing.
+weightdist scan --from zoo/offline.txt --engine ray --workers 2 --spectral --store reports/zoo --quiet
 weightdist findings reports

@@ -233,7 +233,7 @@ def _model_row(plan: Plan, rid: str, options: dict, versions: dict, status: str,
 
 def scan(models: Sequence[ScanModel], store: str | os.PathLike, *, options: FitOptions = FitOptions(),
          engine: str | Engine = "local", workers: int | None = None, address: str | None = None,
-         progress: bool = True) -> ScanSummary:
+         progress: bool = True, command: str = "") -> ScanSummary:
     """Fit every selected layer of every model into the store at ``store``; resumes an earlier run of the same options.
 
     ``engine``: a name (started and stopped here, with ``workers`` and ``address``) or a started
@@ -251,7 +251,7 @@ def scan(models: Sequence[ScanModel], store: str | os.PathLike, *, options: FitO
     rid, versions = run_id(opts), package_versions()
     runner = engine if isinstance(engine, Engine) else get_engine(engine, workers or default_workers(), address)
     with st.writing(), (contextlib.nullcontext(runner) if runner is engine else runner), _progress(progress) as bar:
-        st.write_run(rid, opts)
+        st.write_run(rid, opts, command)
         tasks = [PlanTask(m, _target(m.spec), options) for m in models]
         bar.set_description("planning")
         plans: dict[ScanModel, Plan] = {}

@@ -11,7 +11,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     models = scan_models(args.specs, args.from_file, args.init)
     summary = scan(models, args.store, options=fit_options(args), engine=args.engine, workers=args.workers,
-                   address=args.address, progress=not args.quiet)
+                   address=args.address, progress=not args.quiet, command=args.command_line)
     line = summary_line(summary, args.store)
     if summary.ok:
         print(line)

@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 from scipy import optimize
 
+from . import kernels
 from .families.base import Estimate, Family, Params, Shape
 
 # A layer is quantised when its values repeat on average at least this often ...
@@ -81,7 +82,7 @@ def cell_logprob(family: Family, cells: Cells, params: Mapping[str, float]) -> n
 
 
 def cell_loglik(family: Family, cells: Cells, params: Mapping[str, float]) -> float:
-    return float(np.dot(cells.counts, cell_logprob(family, cells, params)))
+    return kernels.dot(cells.counts, cell_logprob(family, cells, params))
 
 
 def dequantised(cells: Cells) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from . import kernels
 from .discrete import Cells, cell_logprob
 from .families import Family, get_family, label_of
 from .families.base import blocks
@@ -203,7 +204,7 @@ def excess_kurtosis(x: np.ndarray) -> float:
     m2 = m4 = 0.0
     for block in blocks(x):
         c2 = (block - mean) ** 2
-        m2, m4 = m2 + float(c2.sum()), m4 + float(np.dot(c2, c2))
+        m2, m4 = m2 + float(c2.sum()), m4 + kernels.dot(c2, c2)
     return (m4 / x.size) / (m2 / x.size) ** 2 - 3.0 if m2 > 0 else math.nan
 
 
@@ -237,8 +238,8 @@ def pair_tests(x_sorted: np.ndarray, fits: Mapping[str, FamilyFit], cells: Cells
         logp = {name: cell_logprob(get_family(name), cells, fits[name].params) for name in needed}
         for (a, b), m in moments.items():
             d = logp[a] - logp[b]
-            m.n, m.mean = cells.n, float(np.dot(cells.counts, d)) / cells.n
-            m.m2 = float(np.dot(cells.counts, (d - m.mean) ** 2))
+            m.n, m.mean = cells.n, kernels.dot(cells.counts, d) / cells.n
+            m.m2 = kernels.dot(cells.counts, (d - m.mean) ** 2)
     for block in blocks(x_sorted) if cells is None else ():
         logpdf = {name: get_family(name).logpdf(block, fits[name].params) for name in needed}
         for (a, b), m in moments.items():

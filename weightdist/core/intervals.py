@@ -27,6 +27,7 @@ from typing import Callable, Mapping
 import numpy as np
 from scipy import optimize, special, stats
 
+from . import kernels
 from .families.base import blocks
 from .families.gennorm import BETA_MAX, BETA_MIN, _Profile
 from .families.student_t import DF_CAP, DF_FLOOR, _const, _derivatives
@@ -182,7 +183,7 @@ class _TProfile:
                 s1 = s2 = 0.0
                 for block in blocks(self.r2):
                     w = block / (c + block)
-                    s1, s2 = s1 + float(w.sum()), s2 + float(np.dot(w, 1 - w))
+                    s1, s2 = s1 + float(w.sum()), s2 + kernels.dot(w, 1 - w)
                 step = max(min((s1 - target) / s2, 2.0), -2.0) if s2 > 0 else 0.0
                 u += step
                 if abs(step) < 1e-10:

@@ -27,6 +27,8 @@ import math
 import numpy as np
 from scipy import integrate, optimize
 
+from . import kernels
+
 MIN_BITS, MAX_BITS = 2, 16
 
 
@@ -189,5 +191,5 @@ def _descend(a, p1, p2, clip: float, half: int, max_iter: int = 500) -> tuple[fl
         if prev is not None and np.array_equal(count, prev):
             break
         prev = count
-        delta = float(np.dot(m, s1[0])) / float(np.dot(m * m, count[0]))
+        delta = kernels.dot(m, s1[0]) / kernels.dot(m * m, count[0])
     return delta * half, float(mse[0])

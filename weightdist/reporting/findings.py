@@ -91,9 +91,16 @@ class ModelReport:
 def read_reports(root: Path) -> list[ModelReport]:
     from ..stores.parquet import ParquetStore, is_store
 
+    def from_store(folder: Path) -> list[ModelReport]:
+        return [ModelReport(folder, m.model, m.init, m.table.assign(family=m.table["family"].fillna("")), m.info)
+                for m in ParquetStore.open(folder).read_models()]
+
     if is_store(root):  # a `weightdist scan` store: one report per (model, run)
-        return [ModelReport(root, m.model, m.init, m.table.assign(family=m.table["family"].fillna("")), m.info)
-                for m in ParquetStore.open(root).read_models()] or _no_reports(root)
+        return from_store(root) or _no_reports(root)
+    # A store inside the folder (reports/zoo) is the survey of record: its models replace report folders of
+    # the same model, which still supply the --init twins, drift and over-training figures.
+    surveyed = [r for sub in sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir() and is_store(p))
+                for r in from_store(sub)]
     reports = []
     for summary_path in sorted(root.glob("*/summary.json")):
         if summary_path.parent.name.startswith("."):
@@ -103,7 +110,8 @@ def read_reports(root: Path) -> list[ModelReport]:
         model, init, table = read_report_folder(summary_path.parent, required=REQUIRED_COLUMNS + ("kind", "shape"))
         table["family"] = table["family"].fillna("")
         reports.append(ModelReport(summary_path.parent, model, init, table))
-    return reports or _no_reports(root)
+    seen = {r.label for r in surveyed}
+    return surveyed + [r for r in reports if r.label not in seen] or _no_reports(root)
 
 
 def _no_reports(root: Path):
@@ -176,6 +184,9 @@ def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
     """Each claim with the models where it holds and where it fails, and the figure that shows it."""
     trained = models[~models["model"].str.endswith("(init)")]
     init = models[models["model"].str.endswith("(init)")]
+    # A model whose every layer is stored quantized has no headline numbers (grid values are not comparable).
+    grid_only = trained[trained["median β"].isna()]
+    trained = trained[trained["median β"].notna()]
     lap = trained["median β"] <= LAPLACIAN_BETA
     gau = trained["median β"] >= GAUSSIAN_BETA
     heavy = trained["median df"] < HEAVY_DF
@@ -195,6 +206,9 @@ def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
         + ", ".join(f"{_n(r['t beats both'])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows()) + ".",
         "",
         *_figure(root, "*/plots/df_by_depth.png", "Student-t df by relative depth, one line per model"),
+        *([f"- **Left out of the claims:** {_names(grid_only, grid_only['model'].notna())}: every fitted layer is stored "
+           "quantized (values on a grid, such as GGUF Q4_K), so its fits are not comparable with float layers; "
+           "`weightdist fit MODEL --include-quantized` counts them.", ""] if not grid_only.empty else []),
     ]
 
 
@@ -210,7 +224,7 @@ def category_lines(cats: pd.DataFrame) -> list[str]:
 
 
 def dataset_lines(models: pd.DataFrame) -> list[str]:
-    trained = models[~models["model"].str.endswith("(init)")]
+    trained = models[~models["model"].str.endswith("(init)") & models["median β"].notna()]
     by_data = trained.groupby("data")["median β"].median().sort_values()
     lines = [f"- {markdown_text(data)}: median β {_fmt(beta)} ({', '.join(map(markdown_text, trained[trained['data'] == data]['model']))})"
              for data, beta in by_data.items()]

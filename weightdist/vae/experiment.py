@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..stores import atomic
+from ..untrusted import UntrustedFileError, read_capped
 from .evaluate import evaluate_cell
 from .plan import Plan
 from .train import Data, train_vae
@@ -46,6 +47,9 @@ def decode_cell(files: dict[str, bytes]) -> tuple[dict, dict]:
     return row, arrays
 
 
+CELL_LIMIT = 64 * 2**20  # a cell is about 30 KB
+
+
 def read_cached(out: Path, plan: Plan) -> dict[str, dict[str, bytes]]:
     """Cells of this plan already in ``out/cells`` (files that do not parse are ignored and retrained)."""
     folder = Path(out) / CELLS
@@ -55,9 +59,11 @@ def read_cached(out: Path, plan: Plan) -> dict[str, dict[str, bytes]]:
     for prior, dim, seed in plan.cells():
         key = plan.cell_key(prior, dim, seed)
         try:
-            files = {ext: (folder / f"{key}.{ext}").read_bytes() for ext in ("json", "npz")}
+            # read_capped: a planted FIFO, link or huge file is refused, never waited on or loaded whole.
+            files = {ext: read_capped(folder / f"{key}.{ext}", CELL_LIMIT, fix="delete it to retrain the cell")
+                     for ext in ("json", "npz")}
             decode_cell(files)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, UntrustedFileError):
             continue
         found[key] = files
     return found

@@ -121,9 +121,13 @@ def test_iwae_increases_with_k(data):
     # K = 1 is the ELBO: the same number as the analytic-KL ELBO up to Monte-Carlo noise.
     from weightdist.vae.evaluate import elbo_terms
 
+    # Both sides are Monte-Carlo estimates (the analytic-KL ELBO still samples z for its reconstruction term),
+    # so both are averaged over 20 seeded draws and compared within 4 standard errors of their difference.
     gen = torch.Generator().manual_seed(1)
     repeats = np.array([iwae_log_likelihood(trained.model, x, 1, generator=gen).mean for _ in range(20)])
-    assert abs(repeats.mean() - elbo_terms(trained.model, x)["elbo"]) < 4 * repeats.std(ddof=1) / math.sqrt(20) + 0.5
+    elbos = np.array([elbo_terms(trained.model, x, generator=gen)["elbo"] for _ in range(20)])
+    se = math.sqrt(repeats.var(ddof=1) / 20 + elbos.var(ddof=1) / 20)
+    assert abs(repeats.mean() - elbos.mean()) < 4 * se + 0.1
 
 
 @pytest.mark.parametrize("kind", ["gmm", "kde"])

@@ -105,7 +105,7 @@ def test_hostile_model_field_is_inert_in_compare_and_findings(tmp_path):
 
 
 def test_escape_functions_against_their_media():
-    from weightdist.reporting import escape
+    from weightdist import escape
 
     assert escape.html_text('<b a="1">&') == "&lt;b a=&quot;1&quot;&gt;&amp;"
     assert escape.html_attr('x" onmouseover="alert(1)') == "x&quot; onmouseover=&quot;alert(1)"

@@ -89,7 +89,7 @@ def fit_report(
     workers: int | None = None,
 ) -> Path:
     """Fit every layer of ``model`` and write a complete report folder atomically; returns it."""
-    from .reporting.escape import safe_filename
+    from .escape import safe_filename
     from .reporting.plots import evenly_spaced, layer_figure, overview_figure, save_figure
 
     workers = default_workers() if workers is None else workers

@@ -171,7 +171,7 @@ def channel_tables(layers, options: ChannelOptions) -> tuple[pd.DataFrame, pd.Da
 def shape_figure(layer_fits: pd.DataFrame, layer: str):
     """Each headline shape (β, df, ...) across a layer's channels, with the median and outliers marked."""
     from ..core.families.base import headline_families
-    from ..reporting.escape import plot_text
+    from ..escape import plot_text
     from ..reporting.plots import _plt
 
     plt = _plt()
@@ -201,7 +201,7 @@ def channel_report(model: str, out: str | Path | None = None, *, options: Channe
                    command: str | None = None, init: bool = False, seed: int = 0, progress: bool = True) -> Path:
     """Fit every family to every output channel of ``model``'s conv/linear weights; write a report folder."""
     from ..api import _load, default_out
-    from ..reporting.escape import markdown_code, markdown_text, safe_filename
+    from ..escape import markdown_code, markdown_text, safe_filename
     from ..reporting.html import Page, Table, provenance_lines, write_html
     from ..reporting.plots import evenly_spaced, save_figure
     from ..reporting.report import csv_bytes, markdown_table

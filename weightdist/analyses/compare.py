@@ -17,7 +17,7 @@ from ..stores import atomic
 from ..errors import WeightdistError
 from ..pipeline import FitOptions
 from .reading import read_report_folder
-from ..reporting.escape import markdown_code, markdown_text, plot_text, url_path
+from ..escape import markdown_code, markdown_text, plot_text, url_path
 from ..reporting.report import csv_bytes, headline_stats, markdown_table
 
 

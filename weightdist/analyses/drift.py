@@ -14,7 +14,7 @@ from ..core.families import get_family, label_of
 from ..core.families.base import headline_families
 from ..core.ks import ks_pvalue, ks_statistic
 from ..pipeline import FitOptions
-from ..reporting.escape import markdown_code, markdown_text
+from ..escape import markdown_code, markdown_text
 from ..reporting.report import csv_bytes, markdown_table
 
 # An initialiser in closed form: layer -> (family, params).

@@ -17,7 +17,7 @@ from ..core.families.base import headline_families
 from ..stores import atomic
 from ..errors import WeightdistError
 from ..pipeline import FitOptions
-from ..reporting.escape import markdown_code, markdown_text, url_path
+from ..escape import markdown_code, markdown_text, url_path
 from ..reporting.report import csv_bytes, markdown_table
 
 SNAPSHOT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

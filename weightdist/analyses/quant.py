@@ -450,7 +450,7 @@ def quant_report(model: str, out: str | Path | None = None, *, options: QuantOpt
     from ..api import _load, default_out
     from ..reporting.html import Page, Table, provenance_lines, write_html
     from ..reporting.report import csv_bytes, markdown_table, package_versions
-    from ..reporting.escape import markdown_code, markdown_text
+    from ..escape import markdown_code, markdown_text
 
     out = atomic.check_writable_dir(out or Path(str(default_out(model, init)) + "_quant"))
     command = command or f"weightdist quant {shlex.quote(model)} --bits {','.join(map(str, options.bits))}"

@@ -17,7 +17,7 @@ def esd_figure(view: SpectralView, title: str):
     """Left: the ESD histogram (log eigenvalue axis) with the Marchenko–Pastur density of a random
     matrix of the same shape and entry variance, and the ESD of the permuted entries. Right: the
     complementary CDF on log–log axes with the fitted power-law tail from xmin."""
-    from ..reporting.escape import plot_text
+    from ..escape import plot_text
     from ..reporting.plots import _plt
 
     plt = _plt()

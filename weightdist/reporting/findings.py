@@ -22,7 +22,7 @@ from ..stores import atomic
 from ..analyses.reading import REQUIRED_COLUMNS, ReportFolderError, read_report_folder, read_table
 from ..errors import WeightdistError
 from ..untrusted import UntrustedFileError, read_capped
-from .escape import markdown_code, markdown_text, url_path
+from ..escape import markdown_code, markdown_text, url_path
 from .report import _fmt, headline_stats, markdown_table
 
 ATTENTION = re.compile(r"(query|key|value|q_proj|k_proj|v_proj|out_proj|attention\.output\.dense|attn)")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..stores import atomic
-from .escape import html_attr, html_text
+from ..escape import html_attr, html_text
 
 
 @dataclass(frozen=True)

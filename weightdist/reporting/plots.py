@@ -10,7 +10,7 @@ import numpy as np
 
 from ..stores import atomic
 from ..core.families import FAMILIES, get_family
-from .escape import plot_text
+from ..escape import plot_text
 
 # Colours for families that do not declare one: stable per name, apart from the built-ins' tab colours.
 PALETTE = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")

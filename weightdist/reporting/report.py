@@ -21,7 +21,7 @@ import pandas as pd
 from ..stores import atomic
 from ..core.families import FAMILIES, get_family, label_of
 from ..core.families.base import beats_key, headline_families
-from .escape import markdown_cell, markdown_code, markdown_text, url_path
+from ..escape import markdown_cell, markdown_code, markdown_text, url_path
 
 PVALUE_NOTE = (
     "`ks_pvalue` treats the fitted parameters as known in advance; they were estimated from the same data, "

@@ -272,6 +272,10 @@ class SafetensorsFile(Mapping):
     def __iter__(self):
         return iter(self._names)
 
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default would read the tensor (it calls __getitem__): the header answers.
+        return name in self._names
+
     def meta(self, name: str) -> tuple[tuple[int, ...], bool]:
         """(shape, is floating point) from the header alone."""
         return self.shapes[name], self.dtypes[name] in FLOAT_DTYPES
@@ -355,23 +359,23 @@ class ShardedCheckpoint(Mapping):
             self._cache = (path, SafetensorsFile(path, strip=False) if path.suffix == ".safetensors" else load_pickle_checkpoint(path, strip=False))
         return self._cache[1]
 
-    def __getitem__(self, name: str) -> torch.Tensor:
+    def _shard_holding(self, name: str) -> tuple[str, Mapping]:
+        """(key in its shard, the shard) for ``name``; an index naming a tensor its shard lacks is one line."""
         key, path = self._shard_of[name]
         shard = self._shard(path)
-        try:
-            return shard[key]
-        except KeyError:
+        if key not in shard:
             raise CheckpointError(f"{self.index}: lists {key!r} in {path.name}, but that shard does not hold it; "
-                                  "the index and its shards do not match (download them again)") from None
+                                  "the index and its shards do not match (download them again)")
+        return key, shard
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        key, shard = self._shard_holding(name)
+        return shard[key]
 
     def has_float(self) -> bool:
         """Whether any tensor is floating point, reading one shard at a time (headers only for safetensors)."""
         for name in self:
-            key, path = self._shard_of[name]
-            shard = self._shard(path)
-            if key not in shard:
-                raise CheckpointError(f"{self.index}: lists {key!r} in {path.name}, but that shard does not hold it; "
-                                      "the index and its shards do not match (download them again)")
+            key, shard = self._shard_holding(name)
             if _is_float(shard, key):  # a safetensors shard answers from its header
                 return True
         return False
@@ -383,11 +387,7 @@ class ShardedCheckpoint(Mapping):
 
         infos = []
         for name in self:
-            key, path = self._shard_of[name]
-            shard = self._shard(path)
-            if key not in shard:
-                raise CheckpointError(f"{self.index}: lists {key!r} in {path.name}, but that shard does not hold it; "
-                                      "the index and its shards do not match (download them again)")
+            key, shard = self._shard_holding(name)
             if isinstance(shard, SafetensorsFile):  # from the header: no data read
                 dtype = shard.dtypes[key]
                 infos.append(TensorInfo(name, shard.shapes[key], SAFETENSORS_DTYPES.get(dtype, dtype.lower())))

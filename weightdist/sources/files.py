@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import CheckpointError
-from .base import LoadedModel, ModelInfo, ModelSource, check_no_init, check_no_weights_file, register_source
+from .base import LoadedModel, ModelInfo, ModelSource, OpenedModel, check_no_init, check_no_weights_file, register_source
 from .checkpoint import ShardedCheckpoint, looks_like_file, open_weights
 from .hub import sha256_of
 
@@ -51,6 +53,29 @@ def check_file(spec: str | Path, suffixes: tuple[str, ...], what: str) -> Path:
     except OSError as exc:  # ENAMETOOLONG, ELOOP, ...
         raise CheckpointError(f"{text[:200]}: cannot open it ({exc.strerror or type(exc).__name__}); check the path") from None
     return path
+
+
+class FileFormatSource(ModelSource):
+    """A single-file format recognised by its suffix: the checks every such source makes, in one place.
+
+    Subclasses set ``suffixes`` and ``format`` (named in messages) and implement ``open_path``; a format
+    whose suffix is shared with others (TorchScript's ``.pt``) also narrows ``can_open``."""
+
+    priority = 90
+    suffixes: ClassVar[tuple[str, ...]]
+    format: ClassVar[str]
+
+    def can_open(self, spec: str) -> bool:
+        return spec.lower().endswith(self.suffixes)
+
+    def open(self, spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> OpenedModel:
+        check_no_weights_file(weights_file)
+        check_no_init(init, spec)
+        return self.open_path(check_file(spec, self.suffixes, self.format))
+
+    @abstractmethod
+    def open_path(self, path: Path) -> OpenedModel:
+        """Open the checked file at ``path`` lazily."""
 
 
 @register_source

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, WeightsNotCachedError, one_line
-from .base import ModelInfo, ModelSource, OpenedModel, TensorInfo, check_no_init, check_no_weights_file, register_source
-from .files import check_file, file_sha256
+from .base import ModelInfo, OpenedModel, TensorInfo, register_source
+from .files import FileFormatSource, file_sha256
 
 SUFFIXES = (".gguf",)
 # GGUF storage types that hold plain values, with the torch dtype name used in tables.
@@ -227,15 +227,10 @@ def open_gguf(path: Path, name: str | None = None, info: ModelInfo | None = None
 
 
 @register_source
-class GGUFSource(ModelSource):
+class GGUFSource(FileFormatSource):
     name = "gguf"
-    priority = 90
     description = ".gguf files (F32/F16/BF16 values; quantized types dequantized and flagged)"
+    suffixes, format = SUFFIXES, "GGUF"
 
-    def can_open(self, spec: str) -> bool:
-        return spec.lower().endswith(SUFFIXES)
-
-    def open(self, spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> GGUFModel:
-        check_no_weights_file(weights_file)
-        check_no_init(init, spec)
-        return open_gguf(check_file(spec, SUFFIXES, "GGUF"))
+    def open_path(self, path: Path) -> GGUFModel:
+        return open_gguf(path)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, WeightsNotCachedError, one_line
-from .base import ModelInfo, ModelSource, OpenedModel, TensorInfo, check_no_init, check_no_weights_file, register_source
-from .files import check_file, file_sha256
+from .base import ModelInfo, OpenedModel, TensorInfo, register_source
+from .files import FileFormatSource, file_sha256
 
 SUFFIXES = (".onnx",)
 # ONNX TensorProto data types -> the torch dtype names used in tables.
@@ -185,15 +185,10 @@ def open_onnx(path: Path, name: str | None = None, info: ModelInfo | None = None
 
 
 @register_source
-class ONNXSource(ModelSource):
+class ONNXSource(FileFormatSource):
     name = "onnx"
-    priority = 90
     description = ".onnx graphs (initializers, external data confined to the model's folder)"
+    suffixes, format = SUFFIXES, "ONNX"
 
-    def can_open(self, spec: str) -> bool:
-        return spec.lower().endswith(SUFFIXES)
-
-    def open(self, spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> ONNXModel:
-        check_no_weights_file(weights_file)
-        check_no_init(init, spec)
-        return open_onnx(check_file(spec, SUFFIXES, "ONNX"))
+    def open_path(self, path: Path) -> ONNXModel:
+        return open_onnx(path)

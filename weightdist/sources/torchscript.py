@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, one_line
-from .base import ModelInfo, ModelSource, OpenedModel, TensorInfo, check_no_init, check_no_weights_file, dtype_name, register_source
+from .base import ModelInfo, OpenedModel, TensorInfo, dtype_name, register_source
 from .extract import default_max_tensor_bytes
-from .files import check_file, file_sha256
+from .files import FileFormatSource, file_sha256
 
 SUFFIXES = (".pt", ".pth", ".jit", ".torchscript", ".ptl", ".zip")
 # Legacy typed-storage class names in TorchScript pickles -> dtypes.
@@ -232,19 +232,17 @@ def open_torchscript(path: Path, name: str | None = None, info: ModelInfo | None
 
 
 @register_source
-class TorchScriptSource(ModelSource):
+class TorchScriptSource(FileFormatSource):
     name = "torchscript"
-    priority = 90
     description = "torch.jit.save archives (tensors read from data.pkl without running the archive's code)"
+    suffixes, format = SUFFIXES, "TorchScript"
 
     def can_open(self, spec: str) -> bool:
+        """``.pt`` is shared with pickled checkpoints: only a zip holding TorchScript's layout is ours."""
         try:
-            path = Path(spec).expanduser()
-            return path.name.lower().endswith(SUFFIXES) and is_torchscript_archive(path)
+            return super().can_open(Path(spec).expanduser().name) and is_torchscript_archive(Path(spec).expanduser())
         except (OSError, ValueError):
             return False
 
-    def open(self, spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> TorchScriptModel:
-        check_no_weights_file(weights_file)
-        check_no_init(init, spec)
-        return open_torchscript(check_file(spec, SUFFIXES, "TorchScript"))
+    def open_path(self, path: Path) -> TorchScriptModel:
+        return open_torchscript(path)

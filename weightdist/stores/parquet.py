@@ -31,6 +31,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from ..errors import OutputError, WeightdistError
+from ..escape import markdown_code
 from ..untrusted import read_capped
 from . import atomic
 
@@ -179,7 +180,6 @@ class ParquetStore:
 
     def write_run(self, rid: str, options: dict, command: str = "") -> None:
         """The run's options (and the command that first made it), plus the store's README naming every run's command."""
-        from ..reporting.escape import markdown_code  # the one Markdown escaper
         path = self.root / "runs" / f"{rid}.json"
         if not path.is_file():
             path.parent.mkdir(exist_ok=True)

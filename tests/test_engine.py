@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -94,6 +96,18 @@ def test_mle_at_least_as_good_as_scipy_fit(case, family):
     assert all(np.isfinite(v) for v in ours.params.values())
 
 
+@pytest.mark.parametrize("n", [8, 9, 12, 20, 50])
+def test_tiny_samples_at_least_as_good_as_scipy(n):
+    # With a handful of values the Student-t likelihood in df can peak twice (near Cauchy and towards the
+    # Gaussian): 8 values once ended at the df cap, 0.058 nats per weight below scipy's df = 0.73.
+    for seed in range(25):
+        x = np.random.default_rng([n, seed]).standard_normal(n) * np.random.default_rng(seed).choice([0.3, 1.0, 3.0])
+        fits = fit(x).fits
+        for family, dist in SCIPY.items():
+            ref = dist.logpdf(x, *dist.fit(x)).sum()
+            assert fits[family].loglik >= ref - 1e-6 * n, (family, seed, fits[family].params, fits[family].loglik, ref)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_student_t_survives_extreme_heavy_tails(seed):
     # Bootstrap replicates of a df < 1 fit produce values spanning dozens of orders of magnitude.
@@ -140,6 +154,41 @@ def test_gennorm_near_laplace_converges_and_matches_scipy(beta):
         ref = stats.gennorm.logpdf(x, *stats.gennorm.fit(x)).sum()
         assert ours.converged, (beta, seed, ours.params)
         assert ours.loglik >= ref - 1e-9 * x.size, (beta, seed, ours.loglik - ref)
+
+
+@pytest.mark.parametrize("beta", [0.3, 0.7, 0.95])
+def test_cusp_candidate_sums_equal_the_direct_sums(beta):
+    # The far values' binomial series and the near values' exact sums give Σ|x − c|^β to rounding.
+    from weightdist.core.families.gennorm import CUSP_NEAR, _candidate_sums
+
+    x = np.sort(stats.gennorm.rvs(beta, scale=0.01, size=20_000, random_state=5))
+    mu, half = float(np.median(x)), 3 * 0.01 / np.sqrt(x.size)
+    reach = CUSP_NEAR * half
+    lo, hi = np.searchsorted(x, [mu - half, mu + half])
+    near_lo, near_hi = np.searchsorted(x, [mu - reach, mu + reach])
+    assert 0 < near_lo and near_hi < x.size and hi - lo > 10  # both parts are exercised
+    centres = x[lo:hi]
+    direct = np.array([np.sum(np.abs(x - c) ** beta) for c in centres])
+    assert_allclose(_candidate_sums(x, mu, beta, centres, reach, near_lo, near_hi), direct, rtol=1e-12)
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.02, 1.5, 1.98, 2.0])
+def test_location_root_matches_brent(beta):
+    # The safeguarded Newton root of Σ sign(r)|r|^(β−1) against scipy's brentq on the same function.
+    from scipy import optimize
+
+    from weightdist.core.families.gennorm import _mu_root
+
+    x = np.sort(stats.gennorm.rvs(beta, loc=0.3, scale=0.05, size=30_000, random_state=7))
+    g = lambda m: float(np.sum(np.sign(x - m) * np.abs(x - m) ** (beta - 1)))
+    # From off the data, and from data values far from the root, on both sides (there |x − m|^(β−2) is
+    # infinite for one value: a Newton step that trusted it would stall where it started).
+    for start in (float(np.median(x)) + 0.02, x[100], x[-100], x[12_000]):
+        root = _mu_root(x, float(start), beta, 0.05)
+        if beta == 1.0:  # g is then Σ sign(x − m): zero on the whole middle interval, any point of which is a root
+            assert x[x.size // 2 - 1] <= root <= x[x.size // 2]
+        else:
+            assert abs(root - optimize.brentq(g, x[0], x[-1], xtol=1e-15)) < 1e-12, start
 
 
 def test_gennorm_uniform_limit():
@@ -347,6 +396,48 @@ def test_one_and_two_workers_give_identical_results():
     assert (one["status"] == "too few values (n=7 < 8)").sum() == 1 and one["ks_pvalue_corrected"].notna().any()
 
 
+def _timed_job(layer, *args):
+    """pipeline._analyse_job, noting when each layer started and ended (pickled by name to forked workers)."""
+    from weightdist import pipeline
+
+    start = time.time()
+    out = pipeline._analyse_job_untimed(layer, *args)
+    with open(os.environ["WEIGHTDIST_TEST_JOB_LOG"], "a") as f:
+        f.write(f"{layer.name} {start} {time.time()}\n")
+    return out
+
+
+@pytest.mark.parametrize("window_bytes", [512 << 20, 1])
+def test_workers_run_past_a_slow_layer_and_still_yield_in_model_order(monkeypatch, tmp_path, window_bytes):
+    # A big first layer and many small ones after it: the small ones are fitted while the big one runs, and
+    # results still come out in model order with the values each plot callback needs (also when the
+    # window of finished-but-held layers is capped at one byte, where only 2 × workers can be in flight).
+    from weightdist import pipeline
+    from weightdist.pipeline import FitOptions, fit_layers, layer_table
+    from weightdist.sources.extract import Layer
+
+    monkeypatch.setattr(pipeline._Window, "BYTES", window_bytes)
+    log = tmp_path / "jobs.txt"
+    monkeypatch.setenv("WEIGHTDIST_TEST_JOB_LOG", str(log))
+    monkeypatch.setattr(pipeline, "_analyse_job_untimed", pipeline._analyse_job, raising=False)
+    monkeypatch.setattr(pipeline, "_analyse_job", _timed_job)  # forked workers inherit both
+    rng = np.random.default_rng(4)
+    sizes = [400_000] + [300] * 12 + [50_000, 300]
+    layers = [Layer(f"l{i}.weight", "conv", (n,), n, 9, "float32", rng.laplace(0, 0.1, n)) for i, n in enumerate(sizes)]
+    seen = []
+    results = list(fit_layers(layers, FitOptions(intervals=False), workers=2,
+                              on_layer=lambda r, x: seen.append((r.index, x.size))))
+    assert [r.index for r in results] == list(range(len(sizes)))
+    assert seen == [(i, n) for i, n in enumerate(sizes)]
+    one = layer_table(list(fit_layers(layers, FitOptions(intervals=False), workers=1)))
+    pd.testing.assert_frame_equal(one, layer_table(results))
+    times = {name: (float(a), float(b)) for name, a, b in (line.split() for line in log.read_text().splitlines())}
+    big_end = times["l0.weight"][1]
+    started_during = sum(times[f"l{i}.weight"][0] < big_end for i in range(1, len(sizes)))
+    # Unbounded window: every small layer is fitted beside the big one. Capped: the 2 × 2 - 1 others in flight.
+    assert started_during >= (len(sizes) - 2 if window_bytes > 1 else 3), started_during
+
+
 # --- real layers ----------------------------------------------------------------------------------------
 
 
@@ -376,3 +467,29 @@ def test_mle_at_least_as_good_as_scipy_on_real_layers(shared_torch, model, every
             assert f.loglik >= ref - 1e-6 * x.size, (layer.name, family, (f.loglik - ref) / x.size)
             scipy_ks = stats.kstest(x, dist.cdf, args=scipy_args(family, f.params)).statistic
             assert f.ks_stat == pytest.approx(scipy_ks, abs=1e-14), (layer.name, family)
+
+
+@pytest.mark.parametrize("n", [141, 2304, 9216, 10_000])
+def test_ks_pvalue_equals_scipys_exact_distribution_where_it_sums_the_one_sided_series(n):
+    # n d² from 2.2 to 370 (p from about 0.02 down to 1e-300): where scipy's kstwo.sf takes 2·smirnov(n, d).
+    from weightdist.core.ks import ks_pvalue
+
+    for nd2 in (2.2, 2.5, 4, 10, 40, 150, 300, 369):
+        d = math.sqrt(nd2 / n)
+        assert_allclose(ks_pvalue(d, n), stats.kstwo.sf(d, n), rtol=1e-10, atol=1e-300, err_msg=f"n={n} d={d}")
+    for d in (0.5 / n, 1 / n, 0.01, 0.6, 1.0):  # the other branches are scipy's own
+        assert ks_pvalue(d, n) == stats.kstwo.sf(d, n)
+
+
+def test_sorting_in_float32_only_when_every_value_is_a_float32():
+    from weightdist.core.fitting import prepare
+
+    rng = np.random.default_rng(1)
+    as32 = rng.standard_t(4, 50_001).astype(np.float32).astype(np.float64)
+    as32[:5] = [0.0, -0.0, 3e38, -3e38, 1e-40]
+    wide = as32.copy()
+    wide[7] = 1 + 2**-40  # not a float32: sorted in float64
+    wide[9] = 1e300  # overflows float32
+    for x in (as32, wide):
+        x_sorted = prepare(x)[0]
+        assert x_sorted.dtype == np.float64 and np.array_equal(x_sorted, np.sort(x))

@@ -302,6 +302,53 @@ def test_minilm_safetensors_as_a_bare_file():
     assert layers["embeddings.position_ids"].kind == "other" and layers["embeddings.position_ids"].values.size == 0
 
 
+def test_half_precision_widens_to_float64_exactly_for_every_bit_pattern():
+    """float16 and bfloat16 go straight to float64; checked against numpy's float16 and bfloat16's
+    definition (the top 16 bits of a float32): every number bit for bit (signed zeros too), NaN as NaN."""
+    from weightdist.sources.extract import to_float64
+
+    bits = np.arange(2**16, dtype=np.uint32).astype(np.uint16)
+    stored = torch.from_numpy(bits.view(np.int16))
+    with np.errstate(invalid="ignore"):  # numpy warns on casting signalling NaNs
+        references = {torch.float16: bits.view(np.float16).astype(np.float64),
+                      torch.bfloat16: (bits.astype(np.uint32) << 16).view(np.float32).astype(np.float64)}
+    for dtype, reference in references.items():
+        values, _ = to_float64(stored.view(dtype))
+        nan = np.isnan(reference)
+        assert np.array_equal(np.isnan(values), nan) and nan.sum() >= 254
+        assert np.array_equal(values[~nan].view(np.uint64), reference[~nan].view(np.uint64))
+
+
+def _maps(path: Path) -> int:
+    with open("/proc/self/maps") as f:
+        return sum(str(path) in line for line in f)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+def test_a_big_tensor_leaves_no_file_pages_mapped_once_its_values_are_read(tmp_path, monkeypatch):
+    """Past the read budget, a safetensors file's mapping lives only as long as the tensor read from it:
+    its pages are not held resident beside the float64 copy while that layer is fitted."""
+    from weightdist.sources import checkpoint
+    from weightdist.sources.extract import layer_infos, read_layer
+
+    path = tmp_path / "big.safetensors"
+    save_file({"big.weight": torch.randn(256, 1024), "small.weight": torch.randn(4, 4)}, str(path))
+    monkeypatch.setattr(checkpoint, "REOPEN_AFTER_BYTES", 512 * 1024)  # the 1 MiB tensor passes it
+    opened = load_model(str(path))
+    infos = {i.name: i for i in layer_infos(opened, kinds="linear")}
+    small = read_layer(opened, infos["small.weight"])
+    assert _maps(path) > 0  # under the budget the handle stays open for the next tensor
+    big = read_layer(opened, infos["big.weight"])
+    assert _maps(path) == 0
+    assert np.array_equal(big.values, load_file_values(path, "big.weight")) and small.values.size == 16
+
+
+def load_file_values(path: Path, name: str) -> np.ndarray:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))[name].astype(np.float64).reshape(-1)
+
+
 # --- memory (slow) -------------------------------------------------------------------------------
 
 

@@ -60,7 +60,7 @@ def test_compare_report_folders(tmp_path):
     assert (tmp_path / "cmp" / "plots" / "beta_by_depth.png").is_file()
 
 
-def test_over_training_on_snapshots(tmp_path):
+def test_over_training_on_snapshots(tmp_path, capsys):
     from weightdist.sources import load_model
 
     trained = load_model("resnet20_fashionmnist").module.state_dict()
@@ -71,7 +71,8 @@ def test_over_training_on_snapshots(tmp_path):
         state = {k: ((1 - w) * start[k] + w * trained[k]).contiguous() if start[k].is_floating_point() else start[k] for k in start}
         save_file(state, str(snaps / f"step{int(epoch * 100):06d}_epoch{epoch:05.2f}.safetensors"))
     out = tmp_path / "dyn"
-    assert main(["fit", "--over-training", str(snaps), "--out", str(out), "--families", "gaussian,gennorm"]) == 0
+    assert main(["fit", "--over-training", str(snaps), "--out", str(out), "--families", "gaussian,gennorm", "--quiet"]) == 0
+    assert "snapshots" not in capsys.readouterr().err  # --quiet: no progress bar
     scores = pd.read_csv(out / "family_scores.csv")
     assert sorted(scores["epoch"].unique()) == [0.0, 0.5, 1.0]
     table = pd.read_csv(out / "over_training.csv")
@@ -122,3 +123,28 @@ def test_findings_output_under_a_file_fails_before_reading(tmp_path, capsys):
     assert main(["findings", str(REPORTS), "--out", str(blocker / "README.md")]) == 2
     err = capsys.readouterr().err
     assert "is a file, not a folder" in err and err.count("\n") == 1
+
+
+def test_findings_links_every_report_folder_and_names_untested_claims(tmp_path):
+    # A model surveyed into a store and also fitted into its own folder is linked to that folder; a model only
+    # in the store links the store's README. A report fitted without gennorm or Student-t is "not tested" by
+    # the β and df claims, never counted as failing them.
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(2)
+    files = {}
+    for name in ("a", "b"):
+        files[name] = tmp_path / f"{name}.safetensors"
+        save_file({f"conv{i}.weight": torch.tensor(rng.laplace(0, 0.05, (16, 8, 3, 3)), dtype=torch.float32) for i in range(2)},
+                  str(files[name]))
+    root = tmp_path / "reports"
+    assert main(["fit", str(files["a"]), "--out", str(root / "a"), "--families", "gaussian,laplace", "--no-plots", "--quiet"]) == 0
+    assert main(["scan", str(files["b"]), "--store", str(root / "zoo"), "--workers", "1", "--quiet"]) == 0
+    readme = findings_markdown(root, read_reports(root), "weightdist findings reports")
+    assert "- [a.safetensors](a/report.md)" in readme and "- [b.safetensors](zoo/README.md)" in readme
+    laplacian = next(line for line in readme.splitlines() if "Weights are Laplacian" in line)
+    assert "Not tested (no gennorm fit): a.safetensors" in laplacian and "a.safetensors;" not in laplacian.split("Not tested")[0]
+    assert main(["scan", str(files["a"]), "--store", str(root / "zoo"), "--workers", "1", "--quiet"]) == 0
+    readme = findings_markdown(root, read_reports(root), "weightdist findings reports")
+    assert "- [a.safetensors](a/report.md)" in readme  # the store's row for a, linked to a's own folder

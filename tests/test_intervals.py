@@ -140,3 +140,25 @@ def test_outlier_indices_point_at_the_planted_weights():
     assert set(zip(table["value"], table["side"])) == {(0.5, "high"), (-0.4, "low")}
     none = list(fit_layers([layer], FitOptions(families=("gaussian",))))
     assert none[0].extras.outlier_index is None  # indices only on request
+
+
+def test_intervals_leave_no_layer_sized_array_behind():
+    # scipy's root finders keep their callables in a reference cycle; the profiles they close over hold an
+    # n-sized array each, which must not outlive the call (they added to the next layer's peak in scan workers).
+    import gc
+    import tracemalloc
+
+    from weightdist.core.fitting import fit
+    from weightdist.core.intervals import parameter_intervals
+
+    x = np.sort(np.random.default_rng(8).standard_t(5, 500_000) * 0.02)
+    fits = fit(x).fits
+    gc.disable()  # what a cycle keeps is then kept until the end of the test
+    try:
+        tracemalloc.start()
+        parameter_intervals(x, fits)
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    finally:
+        gc.enable()
+    assert held < x.nbytes / 4, f"{held / x.nbytes:.2f}× the layer still allocated after the call"

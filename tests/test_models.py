@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import SHARED_TORCH
+from weightdist.api import fit_model
 from weightdist.errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError
-from weightdist.sources import BUILTINS, LoadedModel, list_models, load_model, register_model
+from weightdist.sources import BUILTINS, LoadedModel, list_models, load_model, open_model, register_model
 from weightdist.sources.checkpoint import SafetensorsFile, looks_like_file
 from weightdist.sources.cifar_resnet import CifarResNet
 from weightdist.sources.hub import sha256_of
@@ -337,7 +338,12 @@ def test_corrupt_cached_file_fails_its_hash_check(empty_torch_home):
     folder.mkdir(parents=True)
     torch.save({"state_dict": CifarResNet(20).state_dict()}, folder / "resnet20-12fca82f.th")
     with pytest.raises(CheckpointError, match=r"resnet20-12fca82f\.th: sha256 .* does not match the 12fca82f in its name"):
-        load_model("resnet20_cifar10")
+        load_model("resnet20_cifar10")  # the API checks at once
+    opened = open_model("resnet20_cifar10")  # what scan workers use: the check runs when the digest is read
+    with pytest.raises(CheckpointError, match="does not match the 12fca82f in its name"):
+        opened.sha256
+    with pytest.raises(CheckpointError, match="does not match the 12fca82f in its name"):  # fit checks it before fitting
+        fit_model("resnet20_cifar10")
 
 
 def test_cifar_weights_are_checked_against_the_full_published_sha256(shared_torch, monkeypatch):

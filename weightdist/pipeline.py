@@ -12,7 +12,7 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -136,9 +136,24 @@ def default_workers() -> int:
 
 
 def _worker_init() -> None:
-    """Each worker leaves Ctrl-C to the parent. (Its BLAS keeps the parent's thread count: a
-    different count sums in a different order, and the numbers must not depend on --workers.)"""
+    """Each worker leaves Ctrl-C to the parent, and exits with it. (Its BLAS keeps the parent's thread
+    count: a different count sums in a different order, and the numbers must not depend on --workers.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent()
+
+
+def exit_with_parent() -> None:
+    """In a worker process: exit when the parent is gone. A killed parent cannot shut its pool down, and
+    its workers would otherwise wait for work forever."""
+    import threading
+    import time
+
+    def watch(parent: int) -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, args=(os.getppid(),), daemon=True).start()
 
 
 def _analyse_job(layer: Layer, options: FitOptions, seed: int, keep_sorted: bool):
@@ -157,7 +172,8 @@ def fit_layers(
     ``workers`` > 1 fits layers in that many processes (forked, so they share the loaded
     code and model without importing anything). Results are identical for any worker count:
     each layer's seed comes from its name, and every layer is fitted by the same function.
-    At most 2 × workers layers are in flight, so memory stays bounded by a few layers."""
+    At most 2 × workers layers run at once and finished ones are held only until those before
+    them are done (:class:`_Window`), so memory stays bounded by a few layers."""
     if workers < 1:
         raise OptionError(f"workers must be >= 1, got {workers}")
     if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
@@ -171,20 +187,67 @@ def fit_layers(
     # Workers ignore Ctrl-C: the parent alone handles it, cancels what has not started and waits for
     # the few layers in flight (a worker interrupted inside the pool's queue lock would hang the pool).
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init) as pool:
-        pending: deque = deque()
+        window = _Window(workers)
         try:
             for index, layer in enumerate(layers):
                 job = pool.submit(_analyse_job, layer, options, layer_seed(options.seed, layer.name), keep)
-                pending.append((index, dataclasses.replace(layer, values=np.empty(0)), job))
-                while len(pending) >= 2 * workers:
-                    index_done, layer_done, job_done = pending.popleft()
-                    yield _finish(index_done, layer_done, *job_done.result(), on_layer)
-            while pending:
-                index_done, layer_done, job_done = pending.popleft()
-                yield _finish(index_done, layer_done, *job_done.result(), on_layer)
+                window.add(index, dataclasses.replace(layer, values=np.empty(0)), job, layer.values.nbytes)
+                while window.full():
+                    yield from (_finish(*done, on_layer) for done in window.pop_finished())
+                    if window.full():
+                        window.wait()
+            while window:
+                window.wait()
+                yield from (_finish(*done, on_layer) for done in window.pop_finished())
         finally:
-            for _, _, job in pending:
-                job.cancel()
+            window.cancel()
+
+
+class _Window:
+    """The layers handed to the pool and not yet yielded, in model order.
+
+    Results leave in model order, but a worker never idles behind one slow layer: up to
+    2 × workers layers run at once, and finished ones wait here (with their sorted values when
+    a plot needs them) until those before them are done, up to BYTES of finished values.
+    Memory is so bounded by the running layers plus BYTES, not by the model."""
+
+    BYTES = 512 << 20
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.entries: deque = deque()  # (index, layer without values, future, bytes of its values)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def add(self, index: int, layer: Layer, job, nbytes: int) -> None:
+        self.entries.append((index, layer, job, nbytes))
+
+    def _running(self) -> list:
+        return [job for _, _, job, _ in self.entries if not job.done()]
+
+    def _held_bytes(self) -> int:
+        return sum(nbytes for _, _, job, nbytes in self.entries if job.done())
+
+    def full(self) -> bool:
+        return len(self._running()) >= 2 * self.workers or self._held_bytes() >= self.BYTES
+
+    def wait(self) -> None:
+        """Until the first layer is done or, while the held bytes allow more, any running layer
+        (which frees a worker for the next one)."""
+        head = self.entries[0][2]
+        waiting = [head] if self._held_bytes() >= self.BYTES else self._running()
+        if not head.done():
+            wait(waiting or [head], return_when=FIRST_COMPLETED)
+
+    def pop_finished(self) -> Iterator[tuple]:
+        while self.entries and self.entries[0][2].done():
+            index, layer, job, _ = self.entries.popleft()
+            yield (index, layer, *job.result())
+
+    def cancel(self) -> None:
+        for _, _, job, _ in self.entries:
+            job.cancel()
 
 
 def _finish(index: int, layer, layer_fit: LayerFit, assessment, x_sorted, extras: LayerExtras | None, on_layer) -> LayerResult:

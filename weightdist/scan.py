@@ -124,8 +124,22 @@ class UnitResult:
     trace: str | None = None
 
 
-_OPENED: OrderedDict = OrderedDict()  # per worker process: the last few models opened, by (target, init, seed)
-_OPENED_KEEP = 2
+# Per worker process: the models opened lately, by (target, init, seed, file version), with the bytes they hold.
+# Units run largest first across all models, so a worker alternates between models; reopening one costs more
+# than fitting a small tensor of it. Models stay open while what they hold fits the budget (the newest always).
+_OPENED: OrderedDict = OrderedDict()
+_OPENED_MAX = 8
+_OPENED_BYTES = 256 * 2**20
+
+
+def _held_bytes(opened) -> int:
+    """Roughly what an opened model keeps in memory: its tensors once loaded, nothing for a lazy file view."""
+    tensors = getattr(opened, "tensors", None)
+    if isinstance(tensors, dict):  # a state dict: built-ins, torchvision, .pth files
+        return sum(getattr(t, "nbytes", 0) for t in tensors.values())
+    if tensors is not None:  # .safetensors and shards: values are read per access
+        return 0
+    return 4 * sum(t.numel for t in opened.tensor_infos())  # other formats: as if every value were held (an upper bound)
 
 
 def _open(task: PlanTask):
@@ -139,10 +153,10 @@ def _open(task: PlanTask):
     key = (task.target, task.model.init, task.options.seed, version)
     if key in _OPENED:
         _OPENED.move_to_end(key)
-        return _OPENED[key]
+        return _OPENED[key][0]
     opened = open_model(task.target, init=task.model.init, seed=task.options.seed)
-    _OPENED[key] = opened
-    while len(_OPENED) > _OPENED_KEEP:
+    _OPENED[key] = (opened, _held_bytes(opened))
+    while len(_OPENED) > 1 and (len(_OPENED) > _OPENED_MAX or sum(held for _, held in _OPENED.values()) > _OPENED_BYTES):
         _OPENED.popitem(last=False)
     return opened
 
@@ -182,9 +196,7 @@ def fit_unit(unit: Unit) -> UnitResult:
         layer = read_layer(opened, unit.layer, o.max_per_layer, o.seed)
         result = dataclasses.replace(next(fit_layers([layer], o)), index=unit.index)
         table = layer_table([result], n_layers=unit.n_layers)
-        for position, (column, value) in enumerate(zip(KEY_COLUMNS, (unit.label, unit.task.model.key, unit.run_id))):
-            table.insert(position, column, value)
-        return UnitResult(table_bytes(table))
+        return UnitResult(table_bytes(table, dict(zip(KEY_COLUMNS, (unit.label, unit.task.model.key, unit.run_id)))))
     except Exception as exc:
         error, trace = _failure(exc)
         return UnitResult(error=error, trace=trace)

@@ -106,12 +106,12 @@ def _scores_figure(scores: pd.DataFrame):
 
 
 def over_training_report(folder: str | Path, out: str | Path | None, *, options: FitOptions = FitOptions(),
-                         command: str = "") -> Path:
+                         command: str = "", progress: bool = True) -> Path:
     from ..reporting.plots import save_figure
 
     snapshots = snapshot_files(folder)
     out = atomic.check_writable_dir(out or Path("reports") / f"{Path(folder).name}_over_training")
-    table = fit_snapshots(snapshots, options)
+    table = fit_snapshots(snapshots, options, progress=progress)
     scores = family_scores(table)
     with atomic.staged_dir(out) as stage:
         (stage / "plots").mkdir()

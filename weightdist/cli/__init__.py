@@ -71,7 +71,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.over_training:
         from ..analyses.dynamics import over_training_report
 
-        out = over_training_report(args.over_training, args.out, options=fit_options(args), command=args.command_line)
+        out = over_training_report(args.over_training, args.out, options=fit_options(args), command=args.command_line,
+                                   progress=not args.quiet)
     elif args.granularity == "channel":
         from ..analyses.channels import ChannelOptions, channel_report
 

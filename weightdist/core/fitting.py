@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .discrete import MIN_DISTINCT, Cells, cells_of, distinct_count, fit_cells, is_quantised
+from .discrete import MIN_DISTINCT, Cells, cells_of, dequantised, distinct_count, fit_cells, is_quantised
 from .families import FAMILIES, Family, get_family
 from .families.base import Params
 from .ks import ks_pvalue, ks_statistic
@@ -118,9 +118,11 @@ def resolve_families(families: Sequence[str] | None) -> list[Family]:
     return [get_family(name) for name in (families or FAMILIES.names())]
 
 
-def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True, cells: Cells | None = None) -> FamilyFit:
-    """One family's fit: by densities, or by cell probabilities when ``cells`` is given."""
-    est = fit_cells(family, cells) if cells is not None else family.fit(x_sorted)
+def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True, cells: Cells | None = None,
+               spread: np.ndarray | None = None) -> FamilyFit:
+    """One family's fit: by densities, or by cell probabilities when ``cells`` is given (``spread``:
+    its dequantised values, shared by the families)."""
+    est = fit_cells(family, cells, spread) if cells is not None else family.fit(x_sorted)
     params = est.params
     loglik = est.loglik if est.loglik is not None else family.loglik(x_sorted, params)
     d = ks_statistic(x_sorted, lambda v: family.cdf(v, params)) if ks else math.nan
@@ -139,6 +141,19 @@ def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True, cells: Cel
     )
 
 
+def _sort_exact(x: np.ndarray) -> np.ndarray:
+    """np.sort(x) for float64 ``x``; sorted in float32 when every value is a float32 (weights
+    stored in float32, float16 or bfloat16 are): that sort is a third faster, and widening
+    back is exact and keeps the order."""
+    with np.errstate(over="ignore"):  # a value beyond float32's range fails the check below
+        x32 = x.astype(np.float32)
+    if np.array_equal(x32, x):
+        x32.sort()  # in place: no second float32 copy
+        return x32.astype(np.float64)
+    del x32
+    return np.sort(x)
+
+
 def prepare(x) -> tuple[np.ndarray, int, int]:
     """Flatten to float64, sort once for every family, and drop (but count) non-finite
     values and a point mass of exact zeros. Returns (sorted values, n_nonfinite, n_zero).
@@ -147,7 +162,7 @@ def prepare(x) -> tuple[np.ndarray, int, int]:
     x = np.asarray(x, dtype=np.float64).ravel()
     finite = np.isfinite(x)
     n_nonfinite = int(x.size - np.count_nonzero(finite))
-    x_sorted = np.sort(x[finite] if n_nonfinite else x)
+    x_sorted = _sort_exact(x[finite] if n_nonfinite else x)
     lo, hi = np.searchsorted(x_sorted, 0.0, "left"), np.searchsorted(x_sorted, 0.0, "right")
     n_zero = int(hi - lo)
     if n_zero > ZERO_MASS_SHARE * x_sorted.size and x_sorted.size - n_zero >= MIN_N:
@@ -198,7 +213,9 @@ def fit_sorted(x_sorted: np.ndarray, n_nonfinite: int, chosen: Sequence[Family],
     exponent = _rescale_exponent(x_sorted)
     x_fit = np.ldexp(x_sorted, -exponent) if exponent else x_sorted
     cells = cells_of(x_fit) if status == "quantised" else None
-    fits = {fam.name: fit_family(fam, x_fit, ks=ks, cells=cells) for fam in chosen}
+    spread = dequantised(cells) if cells is not None else None
+    fits = {fam.name: fit_family(fam, x_fit, ks=ks, cells=cells, spread=spread) for fam in chosen}
+    del spread
     if exponent:
         fits = {name: _unscale(f, exponent, cells is not None) for name, f in fits.items()}
         cells = cells_of(x_sorted) if cells is not None else None

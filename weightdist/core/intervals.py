@@ -30,7 +30,7 @@ from scipy import optimize, special, stats
 from . import kernels
 from .families.base import blocks
 from .families.gennorm import BETA_MAX, BETA_MIN, _Profile
-from .families.student_t import DF_CAP, DF_FLOOR, _const, _derivatives
+from .families.student_t import DF_CAP, DF_FLOOR, _derivatives, _log_norm
 from .registry import Registry
 
 LEVEL = 0.95
@@ -92,8 +92,15 @@ def wald_log_interval(value: float, se_log: float, level: float) -> Interval:
 @register_intervals("gennorm")
 def gennorm_intervals(x_sorted: np.ndarray, params: Mapping[str, float], level: float = LEVEL) -> dict[str, Interval]:
     """β by profile likelihood (σ closed form at each β, μ at its MLE); σ by Wald on log σ."""
-    n, mu, beta = x_sorted.size, params["loc"], params["beta"]
-    prof = _Profile(x_sorted, mu)
+    prof = _Profile(x_sorted, params["loc"])
+    try:
+        return _gennorm_intervals(prof, x_sorted.size, params, level)
+    finally:  # scipy's root finders keep their callables (so this profile) in a reference cycle: free its n values now
+        prof.log_r_scaled = np.empty(0)
+
+
+def _gennorm_intervals(prof: _Profile, n: int, params: Mapping[str, float], level: float) -> dict[str, Interval]:
+    beta = params["beta"]
     ll_hat = prof.loglik(beta)
     lo, hi = profile_bounds(lambda t: prof.loglik(math.exp(t)), math.log(beta), ll_hat, half_chi2(level),
                             step=2 / math.sqrt(n), lower=math.log(BETA_MIN), upper=math.log(BETA_MAX))
@@ -104,7 +111,7 @@ def gennorm_intervals(x_sorted: np.ndarray, params: Mapping[str, float], level: 
     t_val, dev, var = n / beta, m1 - s, m2 - m1 * m1
     h_ss = -beta**2 * t_val
     h_sb = t_val * (1 + beta * dev)
-    h_bb = (-n / beta**2 - n * special.polygamma(1, 1 / beta) / beta**4 - 2 * n * special.digamma(1 / beta) / beta**3
+    h_bb = (-n / beta**2 - n * special.zeta(2, 1 / beta) / beta**4 - 2 * n * special.digamma(1 / beta) / beta**3
             - t_val * (dev * dev + var))
     info = -np.array([[h_ss, h_sb], [h_sb, h_bb]])
     se_log_scale = math.sqrt(max(np.linalg.inv(info)[0, 0], 0.0))
@@ -190,7 +197,7 @@ class _TProfile:
                     break
             solved = (u, self.g(math.exp(u)))
         u, g = solved
-        return self.n * (_const(nu)[0] + 0.5 * math.log(nu) - 0.5 * u) - 0.5 * (nu + 1) * g
+        return self.n * (_log_norm(nu) + 0.5 * math.log(nu) - 0.5 * u) - 0.5 * (nu + 1) * g
 
     def gaussian_var(self) -> float:
         return sum(float(block.sum()) for block in blocks(self.r2)) / self.n
@@ -203,9 +210,16 @@ class _TProfile:
 @register_intervals("student_t")
 def student_t_intervals(x_sorted: np.ndarray, params: Mapping[str, float], level: float = LEVEL) -> dict[str, Interval]:
     """df by profile likelihood (σ re-maximised at each df, μ at its MLE); σ by Wald on log σ."""
+    prof = _TProfile(x_sorted, params["loc"])
+    try:
+        return _student_t_intervals(prof, x_sorted, params, level)
+    finally:  # as in gennorm_intervals: free the n squared residuals the root finders' cycle would keep
+        prof.r2 = np.empty(0)
+
+
+def _student_t_intervals(prof: _TProfile, x_sorted: np.ndarray, params: Mapping[str, float], level: float) -> dict[str, Interval]:
     n, mu, scale, df = x_sorted.size, params["loc"], params["scale"], params["df"]
     drop = half_chi2(level)
-    prof = _TProfile(x_sorted, mu)
     at_cap = df >= DF_CAP * (1 - 1e-9)
     _, _, hess = _derivatives(x_sorted, mu, scale, df)
     block = slice(0, 2) if at_cap else slice(0, 3)  # at the cap ν carries no information

@@ -1,23 +1,25 @@
 """The default engine: a local process pool (concurrent.futures, spawned), nothing to install or start.
 
-At most one unit per worker is in flight, so when a worker dies the units that were running
-are known. They are retried one at a time in a fresh pool: a unit that kills its worker again
-is reported as :class:`WorkerDied`, and its innocent neighbours of the first death succeed.
+At most two units per worker are in flight, so when a worker dies the units that may have been
+running are known. They are retried one at a time in a fresh pool: a unit that kills its worker
+again is reported as :class:`WorkerDied`, and its innocent neighbours of the first death succeed.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
-import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
+from ..pipeline import exit_with_parent
 from . import Engine, EngineUnavailable, WorkerDied, register_engine
 
 MAX_FRUITLESS_POOLS = 6  # a unit that kills its worker breaks at most two pools in a row
+# Units handed to the pool per worker: the second waits in the pool's queue, so a worker starts its next unit
+# the moment it sends a result instead of idling for the round trip through the driver.
+IN_FLIGHT_PER_WORKER = 2
 
 
 def _init_worker() -> None:
@@ -35,13 +37,7 @@ def _init_worker() -> None:
     threadpool_limits(limits=1)  # and for those spawn already loaded (the parent's __main__ is re-imported first)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-
-
-def _exit_with_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
-    os._exit(1)
+    exit_with_parent()
 
 
 @register_engine
@@ -72,19 +68,23 @@ class LocalEngine(Engine):
         deaths: Counter = Counter()
         running: dict[Future, tuple[int, Any]] = {}
         fruitless = 0  # pools in a row that died before finishing anything
-        while todo or retry or running:
+
+        def fill() -> None:
             if retry:  # a suspect of a worker death runs alone, so a second death is its own
                 if not running:
                     key, item = retry.popleft()
                     running[pool.submit(fn, item)] = (key, item)
             else:
-                while todo and len(running) < self.workers:
+                while todo and len(running) < IN_FLIGHT_PER_WORKER * self.workers:
                     key, item = todo.popleft()
                     running[pool.submit(fn, item)] = (key, item)
+
+        while todo or retry or running:
+            fill()
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                 done = list(running)  # the pool is unusable: everything still running died with it
-            broken = False
+            broken, finished = False, []
             for future in done:
                 key, item = running.pop(future)
                 try:
@@ -93,15 +93,18 @@ class LocalEngine(Engine):
                     broken = True
                     deaths[key] += 1
                     if deaths[key] >= 2:
-                        yield item, WorkerDied("its worker process died, and again on the retry")
+                        finished.append((item, WorkerDied("its worker process died, and again on the retry")))
                     else:
                         retry.append((key, item))
                     continue
                 fruitless = 0
-                yield item, result
+                finished.append((item, result))
             if broken:
                 fruitless += 1
                 if fruitless >= MAX_FRUITLESS_POOLS:
+                    yield from finished
                     raise EngineUnavailable(f"local worker processes died {fruitless} times in a row without finishing a unit; "
                                             "run the command from a script file (not stdin), check memory, or use --workers 1")
                 pool = self._new_pool()
+            fill()  # the next units start before the caller handles these (a scan commits each), not after
+            yield from finished

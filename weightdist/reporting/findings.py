@@ -6,6 +6,7 @@ the conclusions too.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import math
@@ -82,6 +83,14 @@ class ModelReport:
     init: bool
     table: pd.DataFrame
     info: dict | None = None  # from a scan store: the model's recorded training data, licence, ...
+    report: Path | None = None  # the model's own report folder (`weightdist fit`), also for a store's model
+
+    @property
+    def link(self) -> str | None:
+        """Where the Reports list points: the report folder's report.md, or the store's README.md."""
+        if self.report is not None:
+            return f"{self.report.as_posix()}/report.md"
+        return f"{self.folder.as_posix()}/{'README.md' if self.info is not None else 'report.md'}"
 
     @property
     def label(self) -> str:
@@ -109,7 +118,9 @@ def read_reports(root: Path) -> list[ModelReport]:
             continue  # a report of another kind (compare, drift, ...)
         model, init, table = read_report_folder(summary_path.parent, required=REQUIRED_COLUMNS + ("kind", "shape"))
         table["family"] = table["family"].fillna("")
-        reports.append(ModelReport(summary_path.parent, model, init, table))
+        reports.append(ModelReport(summary_path.parent, model, init, table, report=summary_path.parent))
+    folders = {r.label: r.folder for r in reports}
+    surveyed = [dataclasses.replace(r, report=folders.get(r.label)) for r in surveyed]
     seen = {r.label for r in surveyed}
     return surveyed + [r for r in reports if r.label not in seen] or _no_reports(root)
 
@@ -185,24 +196,24 @@ def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
     trained = models[~models["model"].str.endswith("(init)")]
     init = models[models["model"].str.endswith("(init)")]
     # A model whose every layer is stored quantized has no headline numbers (grid values are not comparable).
-    grid_only = trained[trained["median β"].isna()]
-    trained = trained[trained["median β"].notna()]
+    grid_only = trained[trained["wins"].fillna("") == ""]
+    trained = trained[trained["wins"].fillna("") != ""]
     lap = trained["median β"] <= LAPLACIAN_BETA
     gau = trained["median β"] >= GAUSSIAN_BETA
     heavy = trained["median df"] < HEAVY_DF
     return [
-        f"- **\"Weights are Laplacian\"** (median β ≤ {LAPLACIAN_BETA}): holds for {_names(trained, lap)}; "
-        f"fails for {_names(trained, ~lap)}. Laplace beats Gaussian (AIC) in "
+        f"- **\"Weights are Laplacian\"** (median β ≤ {LAPLACIAN_BETA}): {_verdict(trained, lap, 'median β', 'gennorm')} "
+        "Laplace beats Gaussian (AIC) in "
         + ", ".join(f"{_n(r['laplace>gaussian'])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows()) + ".",
         "",
         *_figure(root, "*/plots/beta_by_depth.png", "gennorm β by relative depth, one line per model"),
-        f"- **\"Gaussian, by the central limit theorem\"** (median β ≥ {GAUSSIAN_BETA}): holds for "
-        f"{_names(trained, gau).replace('no model', 'no trained model')}; fails for {_names(trained, ~gau)}. "
+        f"- **\"Gaussian, by the central limit theorem\"** (median β ≥ {GAUSSIAN_BETA}): "
+        f"{_verdict(trained, gau, 'median β', 'gennorm').replace('holds for no model', 'holds for no trained model')} "
         f"At initialisation it holds for {_names(init, init['median β'] >= GAUSSIAN_BETA).replace('no model', 'none')} "
         f"({int((init['median β'] >= GAUSSIAN_BETA).sum())} of {len(init)} init twins; their laws are Gaussian or uniform by "
         "construction, so this checks the fitter, not nature): Gaussianity is where training starts, not where it ends.",
-        f"- **\"Heavy-tailed\"** (median Student-t df < {HEAVY_DF:g}): holds for {_names(trained, heavy)}; fails for "
-        f"{_names(trained, ~heavy)}. Student-t beats both Gaussian and Laplace in "
+        f"- **\"Heavy-tailed\"** (median Student-t df < {HEAVY_DF:g}): {_verdict(trained, heavy, 'median df', 'student_t')} "
+        "Student-t beats both Gaussian and Laplace in "
         + ", ".join(f"{_n(r['t beats both'])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows()) + ".",
         "",
         *_figure(root, "*/plots/df_by_depth.png", "Student-t df by relative depth, one line per model"),
@@ -210,6 +221,16 @@ def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
            "quantized (values on a grid, such as GGUF Q4_K), so its fits are not comparable with float layers; "
            "`weightdist fit MODEL --include-quantized` counts them.", ""] if not grid_only.empty else []),
     ]
+
+
+def _verdict(models: pd.DataFrame, holds, column: str, family: str) -> str:
+    """'holds for …; fails for ….', over the models whose reports have ``column``; the others (fitted
+    without ``family``, e.g. --families gaussian,laplace) are named as not tested."""
+    tested = models[column].notna()
+    text = f"holds for {_names(models, tested & holds)}; fails for {_names(models, tested & ~holds)}."
+    if not tested.all():
+        text += f" Not tested (no {family} fit): {_names(models, ~tested)}."
+    return text
 
 
 def category_lines(cats: pd.DataFrame) -> list[str]:
@@ -350,8 +371,9 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
                   "From a Gaussian (or uniform) initialisation, training moves the shape: β and df per layer over the "
                   "embedded model's training, and each trained model against its `--init` twin.", "", *over, *drift]
     parts += ["## Reports", ""]
-    parts += [f"- [{markdown_text(r.label)}]({url_path(r.folder.relative_to(root).as_posix())}/report.md)" for r in reports
-              if r.info is None]  # a scan store's models have no report folder
+    # Each model's report folder where it has one, else the store it was surveyed into (its README lists the runs).
+    parts += [f"- [{markdown_text(r.label)}]({url_path(Path(r.link).relative_to(root).as_posix())})" for r in reports
+              if r.report is not None or r.folder != root]  # (a store given as the root: this README is its list)
     parts += [""] + vae_lines(root)
     return "\n".join(parts).rstrip("\n") + "\n"
 

@@ -80,7 +80,7 @@ def headline_stats(table: pd.DataFrame, include_quantized: bool = False) -> dict
     fitted = table[table["family"] != ""]
     quantized_layers = 0
     if "quantized" in table and not include_quantized:
-        on_grid = table["quantized"].fillna("").astype(str) != ""
+        on_grid = table["quantized"].astype(object).fillna("").astype(str) != ""  # all-empty reads back as float NaN
         quantized_layers = int(table.loc[on_grid, "layer"].nunique())
         fitted = fitted[~on_grid.loc[fitted.index]]
     layers = table.drop_duplicates("layer")

@@ -27,11 +27,15 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def load_model(spec: str, *, init: bool = False, seed: int = 0, weights_file: str | None = None) -> LoadedModel:
-    """Resolve ``spec`` (file path, ``prefix:name`` or catalogue name) to a LoadedModel with lazy ``tensors``."""
+    """Resolve ``spec`` (file path, ``prefix:name`` or catalogue name) to a LoadedModel with lazy ``tensors``.
+
+    Unlike :func:`open_model` (what scan workers use), this reads the weights file's sha256 at once: a
+    cached download that does not match its published digest fails here, before anything uses it."""
     opened = open_model(spec, init=init, seed=seed, weights_file=weights_file)
+    sha256 = opened.sha256  # computed and checked now
     if isinstance(opened, LoadedModel):
         return opened
-    return LoadedModel(opened.name, opened.source, opened.path, opened.sha256, opened.module, OpenedTensors(opened), opened.info)
+    return LoadedModel(opened.name, opened.source, opened.path, sha256, opened.module, OpenedTensors(opened), opened.info)
 
 
 def model_info(spec: str) -> ModelInfo:

@@ -10,18 +10,19 @@ drift and findings read training data, init law and licence from the source entr
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from ..core.registry import Registry, unknown_name_message
-from ..errors import ModelNotFoundError, WeightdistError, one_line
+from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, one_line
 
 ENTRY_POINT_GROUP = "weightdist.sources"
 
@@ -83,18 +84,64 @@ def tensor_info(name: str, tensor: torch.Tensor) -> TensorInfo:
     return TensorInfo(name, tuple(tensor.shape), dtype_name(tensor.dtype), quantized)
 
 
+class Digest:
+    """A weights file's sha256, computed when first read and then kept.
+
+    Opening a model must not cost a pass over every byte of it: a scan worker opens each model
+    it fits a tensor of, and a 2 GB checkpoint would be hashed once per worker for nothing. Only
+    what records provenance reads the digest (a scan's plan, once per model; ``fit``'s report).
+    ``compute(*args)`` may raise (a published file whose digest does not match), on every read."""
+
+    __slots__ = ("_compute", "_args", "_value")
+
+    def __init__(self, compute: Callable[..., str | None], *args: Any) -> None:
+        self._compute: Callable[..., str | None] | None = compute
+        self._args, self._value = args, None
+
+    def get(self) -> str | None:
+        if self._compute is not None:
+            self._value = self._compute(*self._args)
+            self._compute, self._args = None, ()
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Digest(not computed)" if self._compute is not None else f"Digest({self._value!r})"
+
+
+class LazySha256:
+    """The ``sha256`` attribute of every opened model: set it to a digest, ``None`` or a :class:`Digest`;
+    reading it gives the digest (a Digest is computed then, once). A data descriptor, so the
+    dataclass fields that declare ``sha256`` keep their name, position and constructor argument."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> str | None:
+        if obj is None:  # on the class: no default, so a dataclass field declaring sha256 stays required
+            raise AttributeError(self._slot[1:])
+        value = obj.__dict__.get(self._slot)
+        return value.get() if isinstance(value, Digest) else value
+
+    def __set__(self, obj: Any, value: str | Digest | None) -> None:
+        obj.__dict__[self._slot] = value
+
+    def held(self, obj: Any) -> str | Digest | None:
+        """What ``obj`` holds, without computing it (to pass a model's digest on still lazy)."""
+        return obj.__dict__.get(self._slot)
+
+
 class OpenedModel(ABC):
     """A model opened by a source: metadata at once, tensor values only on ``read(name)``.
 
     Attributes: ``name``, ``source`` (the provenance line for this run), ``path`` and
-    ``sha256`` of the weights file when there is one, ``info`` (:class:`ModelInfo`) and
-    ``module`` (the architecture when known; it gives layer kinds).
+    ``sha256`` of the weights file when there is one (computed on first read: see :class:`Digest`),
+    ``info`` (:class:`ModelInfo`) and ``module`` (the architecture when known; it gives layer kinds).
     """
 
     name: str
     source: str
     path: str | None
-    sha256: str | None
+    sha256 = LazySha256()
     info: ModelInfo
     module: nn.Module | None
 
@@ -120,6 +167,24 @@ class OpenedModel(ABC):
         the file's records, without reading values), so a file of 3,000 names for one view is fitted
         once; names missing here are distinct."""
         return {}
+
+
+def held_sha256(opened: OpenedModel) -> str | Digest | None:
+    """``opened``'s digest as held, not computed: for building another model of the same weights.
+    (A plugin's model class may declare its own ``sha256`` attribute: then that is what it holds.)"""
+    for klass in type(opened).__mro__:
+        attr = klass.__dict__.get("sha256")
+        if attr is not None:
+            return attr.held(opened) if isinstance(attr, LazySha256) else getattr(opened, "sha256", None)
+    return getattr(opened, "sha256", None)
+
+
+def relabelled(opened: OpenedModel, **changes: Any) -> OpenedModel:
+    """``dataclasses.replace`` for an opened model (a catalogue renaming a file it found), digest still lazy."""
+    if not dataclasses.is_dataclass(opened):
+        raise CheckpointError(f"{opened.path}: opened by a source whose models cannot be relabelled ({type(opened).__name__}); "
+                              "pass the file path")
+    return dataclasses.replace(opened, sha256=held_sha256(opened), **changes)
 
 
 class OpenedTensors(Mapping):
@@ -160,7 +225,7 @@ class LoadedModel(OpenedModel):
     name: str
     source: str
     path: str | None
-    sha256: str | None
+    sha256: str | None = field(repr=False, compare=False)  # lazy (a Digest): never hashed by repr or ==
     module: nn.Module | None  # None for a bare weights file: no architecture
     tensors: Mapping[str, torch.Tensor]  # lazy for .safetensors, shards and the other file formats
     info: ModelInfo = field(default=UNKNOWN_INFO)
@@ -332,5 +397,6 @@ def seeded_build(build, seed: int) -> nn.Module:
         return build()
 
 
-__all__ = ["ModelInfo", "TensorInfo", "OpenedModel", "LoadedModel", "OpenedTensors", "ModelSource", "SOURCES",
-           "register_source", "open_model", "source_for", "list_names", "load_plugins", "UNKNOWN_INFO", "ENTRY_POINT_GROUP"]
+__all__ = ["ModelInfo", "TensorInfo", "Digest", "OpenedModel", "LoadedModel", "OpenedTensors", "ModelSource", "SOURCES",
+           "register_source", "open_model", "source_for", "list_names", "load_plugins", "held_sha256", "relabelled",
+           "UNKNOWN_INFO", "ENTRY_POINT_GROUP"]

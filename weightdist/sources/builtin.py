@@ -16,17 +16,18 @@ from torch import nn
 
 from ..core.registry import Registry
 from ..errors import CheckpointError, WeightsNotCachedError, one_line
-from .base import LoadedModel, ModelInfo, ModelSource, check_no_weights_file, init_source, register_source, seeded_build
+from .base import Digest, LoadedModel, ModelInfo, ModelSource, check_no_weights_file, init_source, register_source, seeded_build
 from .bert import BertWeights
 from .checkpoint import load_pickle_checkpoint, open_weights
 from .cifar_resnet import CifarResNet
-from .hub import fetch, sha256_of
+from .files import file_sha256
+from .hub import fetch
 
 
 @dataclass(frozen=True)
 class Builtin:
     build: Callable[[], nn.Module]
-    weights: Callable[[], tuple[Path, str, Mapping[str, torch.Tensor]]]  # path, sha256, state dict
+    weights: Callable[[], tuple[Path, Digest, Mapping[str, torch.Tensor]]]  # path, sha256 (lazy), state dict
     source: str
     info: ModelInfo = ModelInfo()
 
@@ -38,7 +39,7 @@ def register_model(name: str, source: str = "builtin", info: ModelInfo | None = 
     """Register ``fn() -> (build, weights)`` as a built-in model called ``name``.
 
     ``build()`` returns the architecture (freshly initialised; ``load_model(init=True)``
-    seeds it); ``weights()`` returns ``(path, sha256, state_dict)`` of the trained weights.
+    seeds it); ``weights()`` returns ``(path, Digest, state_dict)`` of the trained weights.
     ``source`` is the provenance line shown in reports; ``info`` the model's metadata.
     """
 
@@ -65,7 +66,7 @@ CIFAR_SOURCE = "CIFAR-10 ResNet (He et al. 2016), weights by Y. Idelbayev, BSD-2
 def _cifar_weights(depth: int):
     def weights():
         url = CIFAR_URL.format(CIFAR_FILES[depth])
-        # fetch: the hub cache file (offline first, sha256 checked); then torch.load(weights_only=True),
+        # fetch: the hub cache file (offline first, its sha256 checked when read); then torch.load(weights_only=True),
         # the 'state_dict' entry unwrapped and the DataParallel 'module.' prefixes stripped.
         path, sha = fetch(url, f"resnet{depth}_cifar10", CIFAR_SHA256[depth])
         return path, sha, load_pickle_checkpoint(path)
@@ -90,7 +91,7 @@ EMBEDDED_SOURCE = "embedded: ResNet-20 trained on Fashion-MNIST by scripts/train
 def _resnet20_fashionmnist():
     def weights():
         path = PACKAGE_WEIGHTS / "resnet20_fashionmnist.safetensors"
-        return path, sha256_of(path), dict(open_weights(path))
+        return path, Digest(file_sha256, path), dict(open_weights(path))
 
     return (lambda: CifarResNet(20, num_classes=10, in_channels=1)), weights
 
@@ -118,7 +119,7 @@ def minilm_file(package: str | None = None) -> Path:
 def _minilm_l6():
     def weights():
         path = minilm_file()
-        return path, sha256_of(path), dict(open_weights(path))
+        return path, Digest(file_sha256, path), dict(open_weights(path))
 
     return BertWeights, weights
 

@@ -219,7 +219,7 @@ def _flatten(obj: Mapping, path: Path | str, prefix: str = "", ancestors: tuple[
             yield from _flatten(value, path, f"{name}.", ancestors)
 
 
-REOPEN_AFTER_BYTES = 64 * 2**20  # see SafetensorsFile.__getitem__
+REOPEN_AFTER_BYTES = 16 * 2**20  # see SafetensorsFile.__getitem__: file pages kept mapped beyond the tensors alive
 
 
 class SafetensorsFile(Mapping):
@@ -255,14 +255,15 @@ class SafetensorsFile(Mapping):
         stored = self._names[name]  # a KeyError for an unknown name, as a Mapping should
         try:
             # The open handle memory-maps the file, and every page read through it stays resident until it
-            # is closed. Reopening once the bytes read pass a budget keeps memory bounded by the largest
-            # tensor plus the budget, while many small tensors still share one header parse.
-            if self._handle is not None and self._bytes_read >= REOPEN_AFTER_BYTES:
-                self._handle = None
+            # is closed. The handle is dropped as soon as the bytes read pass a budget, so the pages of a big
+            # tensor stay mapped only while the tensor lives (not through its fit, beside the float64 copy),
+            # while many small tensors still share one header parse.
             if self._handle is None:
                 self._handle, self._bytes_read = safe_open(str(self.path), framework="pt"), 0
             tensor = self._handle.get_tensor(stored)
             self._bytes_read += tensor.numel() * tensor.element_size()
+            if self._bytes_read >= REOPEN_AFTER_BYTES:
+                self._handle = None
             return tensor
         except KeyError:
             raise

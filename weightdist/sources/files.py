@@ -7,26 +7,17 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import CheckpointError
-from .base import LoadedModel, ModelInfo, ModelSource, OpenedModel, check_no_init, check_no_weights_file, register_source
+from . import hub
+from .base import Digest, LoadedModel, ModelInfo, ModelSource, OpenedModel, check_no_init, check_no_weights_file, register_source
 from .checkpoint import ShardedCheckpoint, looks_like_file, open_weights
-from .hub import sha256_of
-
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a weights file, or one line saying it cannot be read.
 
-    Remembered per process by (real path, size, mtime): a scan worker opens the same model once
-    per tensor, and hashing a 250 MB file each time would cost more than the fits."""
+    Sources hand it over as ``Digest(file_sha256, path)``: computed only when the digest is read."""
     try:
-        real = os.path.realpath(path)
-        st = os.stat(real)
-        key = (real, st.st_size, st.st_mtime_ns)
-        if key not in _SHA_CACHE:
-            _SHA_CACHE[key] = sha256_of(real)
-        return _SHA_CACHE[key]
+        return hub.sha256_of(path)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__}); check its permissions") from None
 
@@ -95,5 +86,5 @@ class CheckpointFileSource(ModelSource):
         check_no_init(init, spec)
         tensors = open_weights(spec)
         path = Path(spec).expanduser()
-        sha = tensors.sha256() if isinstance(tensors, ShardedCheckpoint) else file_sha256(path)  # shards: every byte read
+        sha = Digest(tensors.sha256) if isinstance(tensors, ShardedCheckpoint) else Digest(file_sha256, path)  # shards: every one
         return LoadedModel(path.name, "file", str(path), sha, None, tensors, self.info(spec))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, WeightsNotCachedError, one_line
-from .base import ModelInfo, OpenedModel, TensorInfo, register_source
+from .base import Digest, ModelInfo, OpenedModel, TensorInfo, register_source
 from .files import FileFormatSource, file_sha256
 
 SUFFIXES = (".gguf",)
@@ -167,7 +167,7 @@ class GGUFModel(OpenedModel):
     name: str
     source: str
     path: str | None
-    sha256: str | None
+    sha256: str | None = field(repr=False, compare=False)  # lazy (a Digest): never hashed by repr or ==
     info: ModelInfo
     module: nn.Module | None = None
     _tensors: dict = field(default_factory=dict, repr=False, compare=False)  # name -> GGUFTensor
@@ -222,7 +222,7 @@ def open_gguf(path: Path, name: str | None = None, info: ModelInfo | None = None
     arch, licence, title = text.get("general.architecture"), text.get("general.license"), text.get("general.name")
     info = info or ModelInfo("unknown", "", licence or "unknown",
                              f"GGUF file {path.name}" + (f": {title}" if title else "") + (f" ({arch})" if arch else ""))
-    return GGUFModel(name or path.name, source or "gguf file", str(path), file_sha256(path), info, None,
+    return GGUFModel(name or path.name, source or "gguf file", str(path), Digest(file_sha256, path), info, None,
                      {t.name: t for t in tensors})
 
 

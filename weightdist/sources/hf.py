@@ -6,13 +6,13 @@ file source that recognises them. Licence and training data come from the model 
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointError, WeightsNotCachedError
-from .base import ModelInfo, ModelSource, OpenedModel, check_no_init, check_no_weights_file, matching, open_model, register_source
+from .base import (ModelInfo, ModelSource, OpenedModel, check_no_init, check_no_weights_file, matching, open_model, register_source,
+                   relabelled)
 
 PREFIX = "hf:"
 HF_PROBE_URL = "https://huggingface.co"
@@ -146,8 +146,5 @@ class HuggingFaceSource(ModelSource):
         repo_id, revision = parse_spec(spec)
         folder = snapshot_folder(repo_id, revision)
         path = weights_in(folder)
-        opened = open_model(str(path))
-        if not dataclasses.is_dataclass(opened):
-            raise CheckpointError(f"{path}: opened by a source whose models cannot be relabelled ({type(opened).__name__}); pass the file path")
-        return dataclasses.replace(opened, name=repo_id, source=f"hf {repo_id}@{folder.name[:12]}",
-                                   info=card_info(folder, repo_id, folder.name))
+        return relabelled(open_model(str(path)), name=repo_id, source=f"hf {repo_id}@{folder.name[:12]}",
+                          info=card_info(folder, repo_id, folder.name))

@@ -1,6 +1,6 @@
 """Pretrained weights through the torch hub cache, offline first.
 
-A cached file is used as it is (after a sha256 check). A missing one is
+A cached file is used as it is (its sha256 checked when the digest is first read). A missing one is
 downloaded only when the host answers within a few seconds; otherwise the
 user gets one line naming the exact file, the folder we looked in, and how to
 supply it. Nothing retries, so an offline machine fails in seconds, not minutes.
@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from ..errors import CheckpointError, WeightsNotCachedError
+from .base import Digest
 
 PROBE_TIMEOUT_S = 3.0
 DOWNLOAD_SOCKET_TIMEOUT_S = 5.0  # per socket operation: a stalled connection fails fast, a slow one still works
@@ -65,12 +66,15 @@ def not_cached_message(what: str, path: Path, url: str) -> str:
             f"or pass the file path instead of the name")
 
 
-def fetch(url: str, what: str, sha256: str | None = None) -> tuple[Path, str]:
-    """Path and sha256 of the cached weights file for ``url``, downloading only if the host answers.
+def fetch(url: str, what: str, sha256: str | None = None) -> tuple[Path, Digest]:
+    """Path of the cached weights file for ``url``, downloading only if the host answers, and its digest.
 
-    The file is checked against the hash prefix in its name (torch hub's convention) and,
-    when ``sha256`` is given, against the full published digest."""
+    The digest is checked against the hash prefix in the file's name (torch hub's convention) and,
+    when ``sha256`` is given, against the full published digest: on download at once, for a cached
+    file when the digest is first read (``fit`` reads it before fitting, a scan when it plans the
+    model), so opening a model in every scan worker does not hash it each time."""
     path = cache_path(url)
+    digest = Digest(checked_sha256, path, what, sha256)
     if not path.is_file():
         if not host_reachable(url):
             raise WeightsNotCachedError(not_cached_message(what, path, url))
@@ -84,12 +88,18 @@ def fetch(url: str, what: str, sha256: str | None = None) -> tuple[Path, str]:
             raise WeightsNotCachedError(f"{not_cached_message(what, path, url)} (download failed: {reason})") from None
         finally:
             socket.setdefaulttimeout(previous)
+        digest.get()
+    return path, digest
+
+
+def checked_sha256(path: Path, what: str, published: str | None = None) -> str:
+    """``path``'s sha256, or one line saying it is not the published file (see :func:`fetch`)."""
     sha = sha256_of(path)
     match = _HASH_IN_NAME.search(path.name)
     if match and not sha.startswith(match.group(1)):
         raise CheckpointError(f"{path}: sha256 {sha[:12]}… does not match the {match.group(1)} in its name; "
                               "the file is corrupt or not the published one; delete it and download again")
-    if sha256 is not None and sha != sha256:
-        raise CheckpointError(f"{path}: sha256 {sha[:12]}… is not the published {sha256[:12]}… of {what}; "
+    if published is not None and sha != published:
+        raise CheckpointError(f"{path}: sha256 {sha[:12]}… is not the published {published[:12]}… of {what}; "
                               "the file is corrupt or not the published one; delete it and download again")
-    return path, sha
+    return sha

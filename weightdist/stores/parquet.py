@@ -65,20 +65,22 @@ def is_store(folder: str | os.PathLike) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
-def table_bytes(table: pd.DataFrame) -> bytes:
+def table_bytes(table: pd.DataFrame, first: dict[str, str] | None = None) -> bytes:
     """One Parquet file's bytes for ``table``, with types that agree across files.
 
     A one-layer table types its columns from few values (an all-missing column, ints with a
     None); all-missing columns become Arrow's null type and mixed object columns numbers or
-    strings, so DuckDB's union_by_name reads every part file as one table.
+    strings, so DuckDB's union_by_name reads every part file as one table. ``first``: string
+    columns of one value each, put before the table's (a scan unit's model, spec and run id),
+    without the cost of inserting them into the DataFrame.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = {}
-    for name in table.columns:
-        col = table[name]
-        if col.isna().all():
+    columns = {name: pa.array([value] * len(table), pa.string()) for name, value in (first or {}).items()}
+    missing = table.isna().to_numpy().all(axis=0)  # one pass over the frame, not one Series per column
+    for (name, col), all_missing in zip(table.items(), missing):
+        if all_missing:
             columns[name] = pa.nulls(len(col))
         elif col.dtype == object:
             present = [v for v in col if v is not None and not (isinstance(v, float) and math.isnan(v))]

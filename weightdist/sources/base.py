@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib.metadata
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -172,11 +173,8 @@ class OpenedModel(ABC):
 def held_sha256(opened: OpenedModel) -> str | Digest | None:
     """``opened``'s digest as held, not computed: for building another model of the same weights.
     (A plugin's model class may declare its own ``sha256`` attribute: then that is what it holds.)"""
-    for klass in type(opened).__mro__:
-        attr = klass.__dict__.get("sha256")
-        if attr is not None:
-            return attr.held(opened) if isinstance(attr, LazySha256) else getattr(opened, "sha256", None)
-    return getattr(opened, "sha256", None)
+    attr = inspect.getattr_static(type(opened), "sha256", None)  # the descriptor itself, not its value
+    return attr.held(opened) if isinstance(attr, LazySha256) else getattr(opened, "sha256", None)
 
 
 def relabelled(opened: OpenedModel, **changes: Any) -> OpenedModel:

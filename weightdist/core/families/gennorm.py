@@ -26,6 +26,15 @@ UNIFORM_LIKE_BETA = 1e3  # above this the fit is the uniform limit
 ZERO_LOG = kernels.ZERO_LOG  # log|r| stored for r = 0: zeros drop out of every sum
 
 
+def profile_loglik_per_value(n: int, beta: float, log_s: float) -> float:
+    """The log-likelihood per value at (μ, β) maximised over σ, from log S = log Σ|x − μ|^β of n values:
+    log β − log 2 − log Γ(1/β) − 1/β − log σ̂, with log σ̂ = log(β S / n) / β."""
+    if not math.isfinite(log_s):
+        return math.inf  # all values equal μ: degenerate
+    log_sigma = (math.log(beta / n) + log_s) / beta
+    return math.log(beta / 2) - special.gammaln(1 / beta) - 1 / beta - log_sigma
+
+
 class _Profile:
     """Cached log|x − μ| for one μ; evaluates the profile log-likelihood and its β-derivatives.
 
@@ -52,12 +61,7 @@ class _Profile:
         return log_s, m1_scaled + self.log_m, m2
 
     def loglik(self, beta: float, log_s: float | None = None) -> float:
-        """n [log β − log 2 − log Γ(1/β) − 1/β − log σ̂], with log σ̂ = log(β S / n) / β."""
-        log_s = self.sums(beta, 0)[0] if log_s is None else log_s
-        if not math.isfinite(log_s):
-            return math.inf  # all values equal μ: degenerate
-        log_sigma = (math.log(beta / self.n) + log_s) / beta
-        return self.n * (math.log(beta / 2) - special.gammaln(1 / beta) - 1 / beta - log_sigma)
+        return self.n * profile_loglik_per_value(self.n, beta, self.sums(beta, 0)[0] if log_s is None else log_s)
 
     def newton_beta(self, beta: float, max_iter: int = 30) -> tuple[float, float]:
         """Maximise over β at this μ (Newton on log β, with a monotone line search).
@@ -215,7 +219,8 @@ def _cusp_search(x_sorted: np.ndarray, mu: float, beta: float, budget: float = 3
     a single cusp is worth O(1/n) nats per weight, so large layers need few candidates) by
     :func:`_candidate_sums`, and keep the best of the top three by an exact evaluation."""
     n = x_sorted.size
-    scale = math.exp(_log_sum_pow(x_sorted, mu, beta) / beta) * (beta / n) ** (1 / beta)
+    at_mu = _log_sum_pow(x_sorted, mu, beta)
+    scale = math.exp(at_mu / beta) * (beta / n) ** (1 / beta)
     half = 3 * scale / math.sqrt(n)
     lo, hi = np.searchsorted(x_sorted, [mu - half, mu + half])
     if hi - lo < 1 or not half > 0:
@@ -228,7 +233,7 @@ def _cusp_search(x_sorted: np.ndarray, mu: float, beta: float, budget: float = 3
     top = candidates[np.argsort(approx, kind="stable")[:3]]
     values = np.array([_log_sum_pow(x_sorted, x_sorted[i], beta) for i in top])
     best = int(np.argmin(values))
-    return float(x_sorted[top[best]]) if values[best] < _log_sum_pow(x_sorted, mu, beta) else mu
+    return float(x_sorted[top[best]]) if values[best] < at_mu else mu
 
 
 def _candidate_sums(x_sorted: np.ndarray, mu: float, beta: float, centres: np.ndarray, reach: float,
@@ -280,9 +285,7 @@ def _start(x_sorted: np.ndarray) -> tuple[float, float]:
         if top == 0:
             return -math.inf
         a /= top
-        log_s = beta * math.log(top) + math.log(float(np.sum(a**beta)))
-        log_sigma = (math.log(beta / sub.size) + log_s) / beta
-        return -(math.log(beta / 2) - special.gammaln(1 / beta) - 1 / beta - log_sigma)
+        return -profile_loglik_per_value(sub.size, beta, beta * math.log(top) + math.log(float(np.sum(a**beta))))
 
     res = optimize.minimize(neg, [mu0, math.log(1.5)], method="Nelder-Mead",
                             options={"xatol": 1e-3 * spread, "fatol": 1e-5, "initial_simplex": [[mu0, 0.4], [mu0 + 0.01 * spread, 0.4], [mu0, 0.8]]})

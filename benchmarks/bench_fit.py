@@ -14,7 +14,9 @@ only loads the model) against the model's float32 size. For ResNet-50 the scipy 
 timed on every 6th layer and extrapolated by weight count (stated in the table).
 
 Then (not with --quick): the whole ``weightdist fit resnet50 --init --no-plots`` command
-against the fit alone, the time per layer figure, and 1 against 2 worker processes.
+against the fit alone (and how much of the command is only importing the CLI and building
+the model), the time per layer figure, and 1 against 2 worker processes beside this
+machine's own 2-process ceiling measured in the same run.
 Every figure is a ratio against something timed in the same run: the build machines are
 shared, so absolute seconds vary severalfold from run to run.
 """
@@ -171,6 +173,41 @@ def cli_seconds(spec: str, init: bool, workers: int) -> float:
         return time.perf_counter() - t0
 
 
+def startup_seconds(spec: str, init: bool) -> float:
+    """Wall time of a fresh interpreter that imports the CLI and builds the model, and nothing else: the part of
+    the command no fitting engine can shorten (importing torch and torchvision alone takes seconds)."""
+    code = ("import weightdist.cli; from weightdist.sources import load_model; "
+            f"load_model({spec!r}, init={init!r})")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def _spin(_=None) -> float:
+    """A fixed amount of numpy work (SIMD log1p over a cache-sized block); returns its seconds."""
+    x = np.abs(np.random.default_rng(0).standard_normal(1 << 16))
+    t0 = time.perf_counter()
+    for _ in range(1500):
+        np.log1p(x)
+    return time.perf_counter() - t0
+
+
+def machine_ceiling(repeats: int = 3) -> float:
+    """This machine's own 2-process speed-up right now: the same numpy loop once alone, then twice at once in two
+    forked processes (best of ``repeats``). What any 2-worker ratio in this run can reach at most."""
+    import multiprocessing
+
+    best = 0.0
+    for _ in range(repeats):
+        alone = _spin()
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            t0 = time.perf_counter()
+            pool.map(_spin, [0, 1])
+            both = time.perf_counter() - t0
+        best = max(best, 2 * alone / both)
+    return best
+
+
 def plot_seconds(spec: str, count: int = 6) -> tuple[float, float]:
     """Wall and CPU seconds per layer figure (histogram, log density, QQ; PNG encoded), over ``count`` layers."""
     from weightdist.pipeline import FitOptions, fit_layers
@@ -228,15 +265,19 @@ def main() -> None:
         return
     big = rows[-1]
     print()
+    startup = startup_seconds("resnet50", True)
     for workers in (1, 2):
         wall = cli_seconds("resnet50", True, workers)
         print(f"weightdist fit resnet50 --init --no-plots --workers {workers}: {wall:.1f}s whole command; "
-              f"fit alone {big['engine_s']:.1f}s (one process): CLI / fit {wall / big['engine_s']:.2f}x", flush=True)
+              f"fit alone {big['engine_s']:.1f}s (one process): CLI / fit {wall / big['engine_s']:.2f}x; "
+              f"of the command, {startup:.1f}s is importing the CLI and building the model (no fitting), "
+              f"{wall - startup:.1f}s the rest: (rest) / fit {(wall - startup) / big['engine_s']:.2f}x", flush=True)
     wall, cpu = plot_seconds("resnet20_cifar10")
     print(f"plots: {wall:.3f}s wall, {cpu:.3f}s CPU per layer figure (resnet20_cifar10, 6 layers)", flush=True)
     one, two, same = worker_ratio("resnet56_cifar10")
     print(f"workers (resnet56_cifar10, fits + KS + goodness of fit + intervals, best of 3): 1 worker {one:.2f}s, 2 workers {two:.2f}s, "
-          f"speed-up {one / two:.2f}x, identical tables: {same}")
+          f"speed-up {one / two:.2f}x, identical tables: {same}; this machine's own ceiling now (one numpy loop "
+          f"alone against two at once, best of 3): {machine_ceiling():.2f}x")
 
 
 if __name__ == "__main__":

@@ -173,12 +173,11 @@ def wasserstein1(x_sorted: np.ndarray, family: Family, params: Mapping[str, floa
     m = min(n, m)
     u = (np.arange(m) + 0.5) / m
     empirical = x_sorted[np.minimum((u * n).astype(np.int64), n - 1)]
-    dist = family.scipy_dist(params)
     if family.symmetric:  # the levels are symmetric about ½: invert the CDF (the costly part) on the lower half only
-        lower = dist.ppf(u[: (m + 1) // 2])
+        lower = family.ppf(u[: (m + 1) // 2], params)
         fitted = np.concatenate([lower, 2 * params["loc"] - lower[: m // 2][::-1]])
     else:
-        fitted = dist.ppf(u)
+        fitted = family.ppf(u, params)
     return float(np.mean(np.abs(empirical - fitted)))
 
 

@@ -2,9 +2,10 @@
 
 The CDF is monotone, so on a block of sorted points between two grid points
 a < c it lies in [F(x_a), F(x_c)]. A coarse pass evaluates F on the grid only,
-bounds D on every block, and evaluates F exactly only inside blocks whose bound
-could still beat the best exact value. The result is identical to evaluating F
-at every point (scipy.stats.kstest), at a small fraction of the cost.
+bounds D on every block, and refines (on a finer grid, down to every point) only
+the blocks whose bound could still beat the best exact value. The result is
+identical to evaluating F at every point (scipy.stats.kstest), at a small
+fraction of the cost.
 """
 from __future__ import annotations
 
@@ -16,45 +17,66 @@ from scipy import special, stats
 
 Cdf = Callable[[np.ndarray], np.ndarray]
 _CHUNK = 1 << 18  # exact evaluations are done in chunks of this many points: bounded memory
-_BATCH_BLOCKS = 64  # candidate blocks evaluated per CDF call
+_REFINE = 3  # each round evaluates the surviving gaps on a grid this many times finer
+_MIN_GRID = 64  # the first grid has at least this many points
 
 
-def _exact_d(x_sorted: np.ndarray, cdf: Cdf, index: np.ndarray, n: int) -> float:
-    best = 0.0
-    for start in range(0, index.size, _CHUNK):
-        i = index[start : start + _CHUNK]
-        f = cdf(x_sorted[i])
-        best = max(best, float(np.max((i + 1) / n - f)), float(np.max(f - i / n)))
-    return best
+def _d_at(index: np.ndarray, f: np.ndarray, n: int) -> float:
+    """max over the given points of both one-sided deviations, (i+1)/n − F_i and F_i − i/n, as kstest computes them."""
+    return max(float(np.max((index + 1) / n - f)), float(np.max(f - index / n))) if index.size else 0.0
+
+
+def _cdf_at(x_sorted: np.ndarray, cdf: Cdf, index: np.ndarray) -> np.ndarray:
+    return np.concatenate([cdf(x_sorted[index[s : s + _CHUNK]]) for s in range(0, index.size, _CHUNK)]) if index.size else np.empty(0)
 
 
 def ks_statistic(x_sorted: np.ndarray, cdf: Cdf, block: int | None = None) -> float:
-    """sup |F_n - F| for ascending ``x_sorted``; equals ``scipy.stats.kstest(x, cdf).statistic``."""
+    """sup |F_n - F| for ascending ``x_sorted``; equals ``scipy.stats.kstest(x, cdf).statistic``.
+
+    F is evaluated on a coarse grid of order statistics, then only inside the gaps whose bound could still beat
+    the largest exact deviation found so far, on a grid ``block`` times finer each round, down to every point.
+    A gap between evaluated points a < c bounds its interior points i by (i+1)/n − F_i ≤ c/n − F_a and
+    F_i − i/n ≤ F_c − (a+1)/n. On a 2.4 M-value layer about 0.3 % of the points are evaluated."""
     n = x_sorted.size
     if n == 0:
         raise ValueError("x_sorted: need at least one value")
-    block = block or max(16, min(256, n // 20_000))
-    if n <= 8 * block:
-        return _exact_d(x_sorted, cdf, np.arange(n), n)
-    grid = np.arange(0, n, block)
-    if grid[-1] != n - 1:
-        grid = np.append(grid, n - 1)
-    f_grid = cdf(x_sorted[grid])
-    best = float(max(np.max((grid + 1) / n - f_grid), np.max(f_grid - grid / n)))
-    # Interior points a < i < c of each block: (i+1)/n - F_i <= c/n - F_a and F_i - i/n <= F_c - (a+1)/n.
-    a, c = grid[:-1], grid[1:]
-    bound = np.maximum(c / n - f_grid[:-1], f_grid[1:] - (a + 1) / n)
-    order = np.argsort(-bound)
-    # Blocks in descending bound, a batch per CDF call (one call per block costs more than the CDF on
-    # small layers); stop at the first batch whose best bound cannot beat the exact maximum so far.
-    for start in range(0, order.size, _BATCH_BLOCKS):
-        batch = order[start : start + _BATCH_BLOCKS]
-        batch = batch[bound[batch] > best]
-        if batch.size == 0:
+    factor = max(2, block or _REFINE)
+    step = 1
+    while step * factor * _MIN_GRID <= n:
+        step *= factor
+    index = np.arange(0, n, step)
+    if index[-1] != n - 1:
+        index = np.append(index, n - 1)
+    f = _cdf_at(x_sorted, cdf, index)
+    best = _d_at(index, f, n)
+    a, c, f_a, f_c = index[:-1], index[1:], f[:-1], f[1:]
+    while step > 1:
+        keep = (c - a > 1) & (np.maximum(c / n - f_a, f_c - (a + 1) / n) > best)
+        a, c, f_a, f_c = a[keep], c[keep], f_a[keep], f_c[keep]
+        if a.size == 0:
             break
-        index = np.concatenate([np.arange(a[j] + 1, c[j]) for j in batch])
-        if index.size:
-            best = max(best, _exact_d(x_sorted, cdf, index, n))
+        step = max(1, step // factor)
+        # Every kept gap (a, c) gets the points a + step, a + 2·step, … below c.
+        counts = (c - a - 1) // step
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        new = np.repeat(a, counts) + step * (offsets + 1)
+        f_new = _cdf_at(x_sorted, cdf, new)
+        best = max(best, _d_at(new, f_new, n))
+        # The refined gaps: (a, first new), (new, next new) ..., (last new, c), one group per kept gap.
+        starts = np.cumsum(counts + 1) - (counts + 1)
+        total = int((counts + 1).sum())
+        lo = np.empty(total, dtype=np.int64)
+        hi = np.empty(total, dtype=np.int64)
+        f_lo, f_hi = np.empty(total), np.empty(total)
+        is_first = np.zeros(total, dtype=bool)
+        is_first[starts] = True
+        is_last = np.zeros(total, dtype=bool)
+        is_last[starts + counts] = True
+        lo[is_first], f_lo[is_first] = a, f_a
+        lo[~is_first], f_lo[~is_first] = new, f_new
+        hi[is_last], f_hi[is_last] = c, f_c
+        hi[~is_last], f_hi[~is_last] = new, f_new
+        a, c, f_a, f_c = lo, hi, f_lo, f_hi
     return best
 
 

@@ -63,7 +63,7 @@ def plot_qq(x_sorted: np.ndarray, family: str, params, ax, points: int = 400):
     n = x_sorted.size
     probs = (np.arange(points) + 0.5) / points
     data_q = x_sorted[np.minimum((probs * n).astype(int), n - 1)]
-    theory_q = get_family(family).scipy_dist(params).ppf(probs)
+    theory_q = get_family(family).ppf(probs, params)
     ax.plot(theory_q, data_q, ".", ms=2.5, color=color(family))
     lims = [min(theory_q[0], data_q[0]), max(theory_q[-1], data_q[-1])]
     ax.plot(lims, lims, "k--", lw=0.8)

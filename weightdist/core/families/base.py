@@ -144,6 +144,10 @@ class Family(ABC):
     def std_sf(self, z: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
         return self.std_cdf(-z, params) if self.symmetric else 1.0 - self.std_cdf(z, params)
 
+    def std_ppf(self, u: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        """The standard law's quantile function; scipy's unless a family has a cheaper exact one."""
+        return self.scipy_dist({**params, "loc": 0.0, "scale": 1.0}).ppf(u)
+
     # --- loc and scale, applied once here ------------------------------------------------------------
 
     @staticmethod
@@ -158,6 +162,9 @@ class Family(ABC):
 
     def sf(self, x: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
         return self.std_sf(self.standardise(x, params), params)
+
+    def ppf(self, u: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        return params["loc"] + params["scale"] * self.std_ppf(np.asarray(u, dtype=np.float64), params)
 
     @abstractmethod
     def scipy_dist(self, params: Mapping[str, float]):
@@ -187,6 +194,28 @@ class Family(ABC):
 
         centred = {**params, "loc": 0.0}
         return numerical_optimal_clip(lambda t: self.sf(t, centred), bits, params["scale"])
+
+
+def quantile_subsample(x_sorted: np.ndarray, size: int) -> np.ndarray:
+    """About ``size`` evenly spaced order statistics of sorted ``x`` (a view, no copy): the middle value of each run
+    of k = n // size. Taking the first of each run instead shifts every quantile down by k/2 ranks, and the
+    full-data Newton then needs a pass more to undo that bias."""
+    k = max(1, x_sorted.size // size)
+    return x_sorted[k // 2 :: k]
+
+
+def ascent_direction(g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Newton direction for maximising (gradient g, Hessian h) when −h is positive definite, else a Levenberg-damped one."""
+    neg = -h
+    damping = 0.0
+    scale = max(float(np.max(np.abs(np.diag(neg)))), 1e-300)
+    for _ in range(60):
+        try:
+            chol = np.linalg.cholesky(neg + damping * np.eye(len(g)))
+            return np.linalg.solve(chol.T, np.linalg.solve(chol, g))
+        except np.linalg.LinAlgError:
+            damping = max(2 * damping, 1e-10 * scale)
+    return g / scale
 
 
 FAMILIES: Registry[Family] = Registry("distribution family")

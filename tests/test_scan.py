@@ -56,9 +56,9 @@ def assert_same_rows(stored: pd.DataFrame, fitted: pd.DataFrame) -> None:
 
 
 def fit_reference(spec: str, **options) -> pd.DataFrame:
-    """`fit_model` as scan workers run it: one BLAS thread. Every engine's workers run one (Ray and
-    Dask set OMP_NUM_THREADS=1 themselves), and OpenBLAS's threaded ddot (np.dot in
-    core.gof.excess_kurtosis) rounds differently in the last bits with more threads."""
+    """`fit_model` as scan workers run it: one BLAS thread, as every engine's workers have (Ray and Dask set
+    OMP_NUM_THREADS=1 themselves). The estimators' sums do not depend on it (kernels.dot keeps each BLAS call
+    on one thread; test_engine checks that), so this pins only what other BLAS calls might round differently."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):

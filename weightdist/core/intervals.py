@@ -29,7 +29,7 @@ from scipy import optimize, special, stats
 
 from . import kernels
 from .families.base import blocks
-from .families.gennorm import BETA_MAX, BETA_MIN, _Profile
+from .families.gennorm import BETA_MAX, BETA_MIN, _Profile, beta_derivatives
 from .families.student_t import DF_CAP, DF_FLOOR, _derivatives, _log_norm
 from .registry import Registry
 
@@ -94,7 +94,7 @@ def profile_bounds_newton(evaluate: Callable[[float], tuple[float, float]], t_ha
     ends = []
     for direction, bound, step in ((-1.0, lower, steps[0]), (1.0, upper, steps[1])):
         inner, outer = t_hat, math.nan  # the profile is above the target at inner, below it at outer
-        t = t_hat + direction * step
+        t = t_hat + direction * (step if step > 0 else 1e3 * xtol)  # (at t_hat itself the slope is 0: no Newton step)
         for _ in range(100):
             if (t - bound) * direction >= 0:
                 t = bound
@@ -114,6 +114,8 @@ def profile_bounds_newton(evaluate: Callable[[float], tuple[float, float]], t_ha
                 t = newton if (newton - t) * direction > 0 else t_hat + 2 * (t - t_hat)
             else:
                 t = newton if min(inner, outer) < newton < max(inner, outer) else 0.5 * (inner + outer)
+        else:  # not settled in 100 evaluations: the middle of the bracket, or the last point evaluated
+            t = t if math.isnan(outer) else 0.5 * (inner + outer)
         ends.append(t)
     return ends[0], ends[1]
 
@@ -161,8 +163,7 @@ def _gennorm_intervals(prof: _Profile, n: int, params: Mapping[str, float], leve
 def _beta_profile(prof: _Profile, beta: float) -> tuple[float, float]:
     """The gennorm profile log-likelihood at β (μ fixed, σ closed form) and its derivative in log β, from one pass."""
     log_s, m1, _ = prof.sums(beta, 1)
-    lg = math.log(beta / prof.n) + log_s
-    d1 = 1 / beta + special.digamma(1 / beta) / beta**2 - m1 / beta + lg / beta**2  # per value, in β
+    d1, _ = beta_derivatives(prof.n, beta, log_s, m1, math.nan)  # per value, in β
     return prof.loglik(beta, log_s), prof.n * beta * d1
 
 

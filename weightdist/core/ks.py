@@ -17,7 +17,6 @@ from scipy import special, stats
 
 Cdf = Callable[[np.ndarray], np.ndarray]
 _CHUNK = 1 << 18  # exact evaluations are done in chunks of this many points: bounded memory
-_REFINE = 3  # each round evaluates the surviving gaps on a grid this many times finer
 _MIN_GRID = 64  # the first grid has at least this many points
 
 
@@ -30,17 +29,17 @@ def _cdf_at(x_sorted: np.ndarray, cdf: Cdf, index: np.ndarray) -> np.ndarray:
     return np.concatenate([cdf(x_sorted[index[s : s + _CHUNK]]) for s in range(0, index.size, _CHUNK)]) if index.size else np.empty(0)
 
 
-def ks_statistic(x_sorted: np.ndarray, cdf: Cdf, block: int | None = None) -> float:
+def ks_statistic(x_sorted: np.ndarray, cdf: Cdf, refine: int = 3) -> float:
     """sup |F_n - F| for ascending ``x_sorted``; equals ``scipy.stats.kstest(x, cdf).statistic``.
 
     F is evaluated on a coarse grid of order statistics, then only inside the gaps whose bound could still beat
-    the largest exact deviation found so far, on a grid ``block`` times finer each round, down to every point.
+    the largest exact deviation found so far, on a grid ``refine`` times finer each round, down to every point.
     A gap between evaluated points a < c bounds its interior points i by (i+1)/n − F_i ≤ c/n − F_a and
     F_i − i/n ≤ F_c − (a+1)/n. On a 2.4 M-value layer about 0.3 % of the points are evaluated."""
     n = x_sorted.size
     if n == 0:
         raise ValueError("x_sorted: need at least one value")
-    factor = max(2, block or _REFINE)
+    factor = max(2, refine)
     step = 1
     while step * factor * _MIN_GRID <= n:
         step *= factor

@@ -1,10 +1,15 @@
 """Generalized normal (location, scale, shape β): β = 1 is Laplace, β = 2 is Gaussian.
 
 For fixed (μ, β) the scale is closed form, σ^β = (β/n) Σ|x − μ|^β, so only the
-profile likelihood in (μ, β) is optimised: Newton in β with log|x − μ| cached
-across β steps, and majorise-minimise (weighted-mean) steps in μ, which
-decrease Σ|x − μ|^β monotonically for β ≤ 2 (|r|^β is concave in r²), with
-Newton steps for β > 2. A quantile subsample gives the start.
+profile likelihood in (μ, β) is optimised. A Nelder-Mead fit to a small quantile
+subsample, then a profile fit to a larger one, gives the start. From there:
+
+- β ≥ 1.2: Newton's method in (μ, log β) jointly, from one pass per step (``_joint_newton``);
+  two passes on a big layer.
+- otherwise, or when that fails: alternating steps (``_profile_fit``), Newton in β with
+  log|x − μ| cached across β steps, and in μ the exact root for 1 ≤ β ≤ 2, a weighted
+  mean (majorise-minimise) below 1 and Newton above 2; for β < 1 a search over the
+  data points near μ, where the profile has its cusps (``_cusp_search``).
 """
 from __future__ import annotations
 
@@ -33,6 +38,17 @@ def profile_loglik_per_value(n: int, beta: float, log_s: float) -> float:
         return math.inf  # all values equal μ: degenerate
     log_sigma = (math.log(beta / n) + log_s) / beta
     return math.log(beta / 2) - special.gammaln(1 / beta) - 1 / beta - log_sigma
+
+
+def beta_derivatives(n: int, beta: float, log_s: float, m1: float, var: float) -> tuple[float, float]:
+    """First and second β-derivatives of the profile log-likelihood per value, from log S = log Σ|x − μ|^β and
+    the mean m1 and variance of log|x − μ| under the weights |x − μ|^β / S."""
+    lg = math.log(beta / n) + log_s
+    psi, psi1 = special.digamma(1 / beta), special.zeta(2, 1 / beta)
+    d1 = 1 / beta + psi / beta**2 - m1 / beta + lg / beta**2
+    d2 = (-1 / beta**2 - psi1 / beta**4 - 2 * psi / beta**3 - var / beta + m1 / beta**2
+          + (1 / beta + m1) / beta**2 - 2 * lg / beta**3)
+    return d1, d2
 
 
 class _Profile:
@@ -72,11 +88,7 @@ class _Profile:
         ll = self.loglik(beta, sums[0])
         for _ in range(max_iter):
             log_s, m1, m2 = sums
-            lg = math.log(beta / self.n) + log_s
-            psi, psi1 = special.digamma(1 / beta), special.zeta(2, 1 / beta)
-            d1 = 1 / beta + psi / beta**2 - m1 / beta + lg / beta**2
-            d2 = (-1 / beta**2 - psi1 / beta**4 - 2 * psi / beta**3 - (m2 - m1 * m1) / beta + m1 / beta**2
-                  + (1 / beta + m1) / beta**2 - 2 * lg / beta**3)
+            d1, d2 = beta_derivatives(self.n, beta, log_s, m1, m2 - m1 * m1)
             # In t = log β: f_t = β f', f_tt = β² f'' + β f'.
             g, h = beta * d1, beta**2 * d2 + beta * d1
             step = -g / h if h < 0 else math.copysign(0.5, g)
@@ -190,13 +202,7 @@ class _Joint:
         log_s = beta * math.log(m) + math.log(s0)
         ll = profile_loglik_per_value(n, beta, log_s)
         _, s1, s2, t1, t2, u1 = sums / s0  # moments under the weights |x − μ|^β / S, of the scaled values
-        m1 = s1 + math.log(m)  # mean of log|x − μ|
-        var = s2 - s1 * s1
-        lg = math.log(beta / n) + log_s
-        psi, psi1 = special.digamma(1 / beta), special.zeta(2, 1 / beta)
-        d1 = 1 / beta + psi / beta**2 - m1 / beta + lg / beta**2
-        d2 = (-1 / beta**2 - psi1 / beta**4 - 2 * psi / beta**3 - var / beta + m1 / beta**2
-              + (1 / beta + m1) / beta**2 - 2 * lg / beta**3)
+        d1, d2 = beta_derivatives(n, beta, log_s, s1 + math.log(m), s2 - s1 * s1)  # (mean, variance of log|x − μ|)
         g_mu = t1 / m
         h_mumu = (-(beta - 1) * t2 + beta * t1 * t1) / m**2
         h_mubeta = (u1 - t1 * s1) / m
@@ -217,7 +223,7 @@ def _joint_newton(x_sorted: np.ndarray, mu: float, beta: float, tol: float = 1e-
     for _ in range(JOINT_MAX_ITER):
         step = ascent_direction(grad, hess)
         if float(grad @ step) < tol:
-            return mu, beta, ll * prof.n
+            return float(mu), float(beta), float(ll * prof.n)
         scale = math.exp((math.log(beta / prof.n) + log_s) / beta)
         t = min(1.0, scale / max(abs(step[0]), 1e-300), 1.0 / max(abs(step[1]), 1e-300))  # ≤ σ in μ, a factor e in β
         while t > 1e-6:
@@ -425,7 +431,7 @@ class GenNorm(Family):
         return params["beta"] <= BETA_MIN  # the upper end is the uniform limit: a real answer, not a runaway
 
     def std_logpdf(self, z, params: Mapping[str, float]) -> np.ndarray:
-        """log(β / 2Γ(1/β)) − |z|^β, as scipy computes it, without its per-call argument handling."""
+        """log(β / 2Γ(1/β)) − |z|^β, scipy's formula without its per-call argument handling, |z|^β as exp(β log|z|)."""
         beta = params["beta"]
         a = np.abs(np.asarray(z, dtype=np.float64))
         with np.errstate(divide="ignore", over="ignore"):  # |z| = 0: exp(β·log 0) = exp(−inf) = 0 = 0^β; inf beyond range

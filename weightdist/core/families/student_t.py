@@ -1,9 +1,11 @@
 """Student-t (location, scale, degrees of freedom) by Newton's method on the full likelihood.
 
 Parameters are optimised as (μ, log σ, log ν) with the analytic gradient and
-observed Hessian; every step is checked to increase the log-likelihood. A
-deterministic quantile subsample (every k-th sorted value) gives the start, so
-the full data needs only a few passes.
+observed Hessian, each step taken in log ν or, above ν = 10, in 1/ν (see
+``W_COORDS_ABOVE``); every step is checked to increase the log-likelihood. A fit
+to a deterministic quantile subsample (the middle value of every run of k sorted
+values) gives the start, so the full data needs only a few passes (two on a big
+layer).
 
 The df cap: for large ν, log t_ν(x) − log φ(x) = (x⁴ − 2x² − 1)/(4ν) + O(ν⁻²), whose
 expectation under the Gaussian is zero, so the best possible gain of a t over a
@@ -132,7 +134,7 @@ def _newton(x: np.ndarray, theta: np.ndarray, max_iter: int, tol: float) -> tupl
 
     A full step is tried with the derivatives themselves (one pass gives the likelihood too), so an
     accepted step costs one pass over the data; only a rejected one falls back to likelihood-only passes.
-    The stopping rule, the Newton decrement g·H⁻¹g < tol·n, does not depend on the coordinates."""
+    It stops when the Newton decrement g·H⁻¹g (in the step's coordinates) is below tol·n."""
     lo, hi = math.log(DF_FLOOR), math.log(DF_CAP)
     ll, grad, hess = _derivatives(x, theta[0], math.exp(theta[1]), math.exp(theta[2]))
     for _ in range(max_iter):

@@ -180,35 +180,28 @@ JOINT_MIN_BETA = 1.2  # below this the μ-curvature Σ|x − μ|^(β−2) is rul
 JOINT_MAX_ITER = 8
 
 
-class _Joint:
-    """The profile log-likelihood per value in (μ, β) with its gradient and Hessian, in one pass over sorted x.
+def _joint_at(x_sorted: np.ndarray, mu: float, beta: float):
+    """(ℓ/n, gradient, Hessian) of the profile log-likelihood per value at (μ, β), the derivatives in (μ, log β),
+    from one pass over sorted x; (−inf, None, None) where it cannot be evaluated.
 
     Values equal to μ are left out of the sums: they add 0 to Σ|x − μ|^β (β > 0) and to its μ- and
     β-derivatives (β > 1); only the μ-curvature, infinite there for β < 2, is then taken as its finite part."""
-
-    def __init__(self, x_sorted: np.ndarray) -> None:
-        self.x = x_sorted
-        self.n = x_sorted.size
-
-    def at(self, mu: float, beta: float):
-        """(ℓ/n, gradient, Hessian, log S) at (μ, β); gradient and Hessian in (μ, log β)."""
-        x, n = self.x, self.n
-        lo, hi = int(np.searchsorted(x, mu, "left")), int(np.searchsorted(x, mu, "right"))
-        m = max(abs(float(x[0]) - mu), abs(float(x[-1]) - mu))
-        sums = kernels.gennorm_sums((x[:lo], x[hi:]), mu, m, beta)
-        s0 = sums[0]
-        if not (s0 > 0 and math.isfinite(s0)):
-            return -math.inf, None, None, math.nan
-        log_s = beta * math.log(m) + math.log(s0)
-        ll = profile_loglik_per_value(n, beta, log_s)
-        _, s1, s2, t1, t2, u1 = sums / s0  # moments under the weights |x − μ|^β / S, of the scaled values
-        d1, d2 = beta_derivatives(n, beta, log_s, s1 + math.log(m), s2 - s1 * s1)  # (mean, variance of log|x − μ|)
-        g_mu = t1 / m
-        h_mumu = (-(beta - 1) * t2 + beta * t1 * t1) / m**2
-        h_mubeta = (u1 - t1 * s1) / m
-        grad = np.array([g_mu, beta * d1])  # in (μ, t = log β): f_t = β f', f_tt = β² f'' + β f'
-        hess = np.array([[h_mumu, beta * h_mubeta], [beta * h_mubeta, beta**2 * d2 + beta * d1]])
-        return ll, grad, hess, log_s
+    n = x_sorted.size
+    lo, hi = int(np.searchsorted(x_sorted, mu, "left")), int(np.searchsorted(x_sorted, mu, "right"))
+    m = max(abs(float(x_sorted[0]) - mu), abs(float(x_sorted[-1]) - mu))
+    sums = kernels.gennorm_sums((x_sorted[:lo], x_sorted[hi:]), mu, m, beta)
+    s0 = sums[0]
+    if not (s0 > 0 and math.isfinite(s0)):
+        return -math.inf, None, None
+    log_s = beta * math.log(m) + math.log(s0)
+    _, s1, s2, t1, t2, u1 = sums / s0  # moments under the weights |x − μ|^β / S, of the scaled values
+    d1, d2 = beta_derivatives(n, beta, log_s, s1 + math.log(m), s2 - s1 * s1)  # (mean, variance of log|x − μ|)
+    g_mu = t1 / m
+    h_mumu = (-(beta - 1) * t2 + beta * t1 * t1) / m**2
+    h_mubeta = (u1 - t1 * s1) / m
+    grad = np.array([g_mu, beta * d1])  # in (μ, t = log β): f_t = β f', f_tt = β² f'' + β f'
+    hess = np.array([[h_mumu, beta * h_mubeta], [beta * h_mubeta, beta**2 * d2 + beta * d1]])
+    return profile_loglik_per_value(n, beta, log_s), grad, hess
 
 
 def _joint_newton(x_sorted: np.ndarray, mu: float, beta: float, tol: float = 1e-12):
@@ -216,28 +209,34 @@ def _joint_newton(x_sorted: np.ndarray, mu: float, beta: float, tol: float = 1e-
     passes (the alternating fit needs a log pass per μ and an exp pass per β step). Returns (μ, β, ℓ)
     once the Newton decrement is below ``tol`` per value, or None (left to the alternating fit) when β leaves
     [JOINT_MIN_BETA, UNIFORM_LIKE_BETA) or it has not converged in JOINT_MAX_ITER steps."""
-    prof = _Joint(x_sorted)
-    ll, grad, hess, log_s = prof.at(mu, beta)
+    n = x_sorted.size
+    ll, grad, hess = _joint_at(x_sorted, mu, beta)
     if grad is None or not np.all(np.isfinite(hess)):
         return None
     for _ in range(JOINT_MAX_ITER):
         step = ascent_direction(grad, hess)
         if float(grad @ step) < tol:
-            return float(mu), float(beta), float(ll * prof.n)
-        scale = math.exp((math.log(beta / prof.n) + log_s) / beta)
+            return float(mu), float(beta), float(ll * n)
+        scale = _scale_from_loglik(n, beta, ll * n)
         t = min(1.0, scale / max(abs(step[0]), 1e-300), 1.0 / max(abs(step[1]), 1e-300))  # ≤ σ in μ, a factor e in β
         while t > 1e-6:
             cand_mu, cand_beta = mu + t * step[0], beta * math.exp(t * step[1])
-            cand = prof.at(cand_mu, cand_beta)
+            cand = _joint_at(x_sorted, cand_mu, cand_beta)
             if cand[0] >= ll and cand[1] is not None and np.all(np.isfinite(cand[2])):
                 break
             t *= 0.5
         else:
             return None
-        mu, beta, (ll, grad, hess, log_s) = cand_mu, cand_beta, cand
+        mu, beta, (ll, grad, hess) = cand_mu, cand_beta, cand
         if not JOINT_MIN_BETA <= beta < UNIFORM_LIKE_BETA:
             return None
     return None
+
+
+def _at_midrange(x: np.ndarray, beta: float) -> tuple[float, float, float]:
+    """The uniform limit's location, the midrange (x sorted), with the best β and profile log-likelihood there."""
+    mid = 0.5 * (float(x[0]) + float(x[-1]))
+    return (mid, *_fit_beta(x, mid, beta))
 
 
 def _fit_beta(x: np.ndarray, mu: float, beta: float) -> tuple[float, float]:
@@ -257,8 +256,7 @@ def _profile_fit(x: np.ndarray, mu: float, beta: float, max_outer: int = 50) -> 
     prev_step = prev_gain = math.nan
     for _ in range(max_outer):
         if beta >= UNIFORM_LIKE_BETA:  # the uniform limit: its location MLE is the midrange
-            mid = 0.5 * (float(x.min()) + float(x.max()))
-            mid_beta, mid_ll = _fit_beta(x, mid, beta)
+            mid, mid_beta, mid_ll = _at_midrange(x, beta)
             return (mid, mid_beta, mid_ll, True) if mid_ll >= ll else (mu, beta, ll, True)
         new_mu = _mu_step(x, mu, beta, scale)
         step = new_mu - mu
@@ -378,8 +376,7 @@ def _polish(x_sorted: np.ndarray, mu: float, beta: float) -> tuple[float, float,
         joint = _joint_newton(x_sorted, mu, beta)
         return None if joint is None else (*joint, True)
     if beta >= UNIFORM_LIKE_BETA:
-        mid = 0.5 * (float(x_sorted[0]) + float(x_sorted[-1]))
-        mid_beta, mid_ll = _fit_beta(x_sorted, mid, beta)
+        mid, mid_beta, mid_ll = _at_midrange(x_sorted, beta)
         return (mid, mid_beta, mid_ll, True) if mid_beta >= UNIFORM_LIKE_BETA else None
     return None
 

@@ -142,16 +142,17 @@ def fit_family(family: Family, x_sorted: np.ndarray, ks: bool = True, cells: Cel
 
 
 def _sort_exact(x: np.ndarray) -> np.ndarray:
-    """np.sort(x) for float64 ``x``; sorted in float32 when every value is a float32 (weights
-    stored in float32, float16 or bfloat16 are): that sort is a third faster, and widening
-    back is exact and keeps the order."""
-    with np.errstate(over="ignore"):  # a value beyond float32's range fails the check below
-        x32 = x.astype(np.float32)
-    if np.array_equal(x32, x):
-        x32.sort()  # in place: no second float32 copy
-        return x32.astype(np.float64)
-    del x32
-    return np.sort(x)
+    """np.sort(x) as float64; sorted in float32 when every value is a float32 (weights stored in float32,
+    float16 or bfloat16 are): that sort is a third faster, and widening back is exact and keeps the order."""
+    if x.dtype in (np.float32, np.float16):
+        x32 = x.astype(np.float32)  # (a copy: the caller's array is never sorted in place)
+    else:
+        with np.errstate(over="ignore"):  # a value beyond float32's range fails the check below
+            x32 = x.astype(np.float32)
+        if not np.array_equal(x32, x):
+            return np.sort(x)
+    x32.sort()
+    return x32.astype(np.float64)
 
 
 def prepare(x) -> tuple[np.ndarray, int, int]:
@@ -159,7 +160,10 @@ def prepare(x) -> tuple[np.ndarray, int, int]:
     values and a point mass of exact zeros. Returns (sorted values, n_nonfinite, n_zero).
 
     On a quantised layer zero is one grid value among others, so its zeros are kept."""
-    x = np.asarray(x, dtype=np.float64).ravel()
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float16):
+        x = x.astype(np.float64, copy=False)
+    x = x.ravel()
     finite = np.isfinite(x)
     n_nonfinite = int(x.size - np.count_nonzero(finite))
     x_sorted = _sort_exact(x[finite] if n_nonfinite else x)

@@ -101,9 +101,11 @@ def ks_pvalue(d: float, n: int) -> float:
 
 def _one_sided_tail(n: int, d: float) -> float:
     """P(D_n⁺ >= d) by the Birnbaum–Tingey series d Σ_j C(n, j) (1 − d − j/n)^(n−j) (d + j/n)^(j−1),
-    j = 0 … ⌊n(1 − d)⌋, summed in logs (every term is positive)."""
+    j = 0 … ⌊n(1 − d)⌋, summed in logs (every term is positive); log C(n, j) from one table of log k!."""
     j = np.arange(int(math.floor(n * (1 - d))) + 1)
+    log_factorial = special.gammaln(np.arange(1.0, n + 2))  # log k! for k = 0 … n
     with np.errstate(divide="ignore"):  # the last term's base can be exactly 0: log 0 = −inf, a zero term
-        log_terms = (special.gammaln(n + 1) - special.gammaln(j + 1) - special.gammaln(n - j + 1)
+        log_terms = (log_factorial[n] - log_factorial[j] - log_factorial[n - j]
                      + (n - j) * np.log1p(-d - j / n) + (j - 1) * np.log(d + j / n))
-    return d * math.exp(special.logsumexp(log_terms))
+    top = float(log_terms.max())
+    return d * math.exp(top) * float(np.exp(log_terms - top).sum())

@@ -172,6 +172,21 @@ def test_cusp_candidate_sums_equal_the_direct_sums(beta):
     assert_allclose(_candidate_sums(x, mu, beta, centres, reach, near_lo, near_hi), direct, rtol=1e-12)
 
 
+
+@pytest.mark.parametrize("beta, n", [(0.3, 3000), (0.6, 20_000), (0.9, 800)])
+def test_cusp_search_finds_the_direct_minimum_of_its_windows(beta, n):
+    # The grouped ranking (each group of candidates with its own series centre) returns the data point with the
+    # smallest Σ|x − c|^β among all those in the windows, found here by direct sums over every value.
+    from weightdist.core.families.gennorm import _cusp_search
+
+    x = np.sort(stats.gennorm.rvs(beta, scale=0.01, size=n, random_state=11))
+    mu, scale = float(np.median(x)) + 0.3 * 0.01 / np.sqrt(n), 0.01
+    windows = ((3, 10_000), (30, 10_000))  # caps above the windows' counts: every point in them is a candidate
+    lo, hi = np.searchsorted(x, [mu - 30 * scale / np.sqrt(n), mu + 30 * scale / np.sqrt(n)])
+    assert hi - lo > 50
+    direct = [np.sum(np.abs(x - c) ** beta) for c in x[lo:hi]]
+    assert _cusp_search(x, mu, beta, scale, windows) == x[lo + int(np.argmin(direct))]
+
 @pytest.mark.parametrize("beta", [1.0, 1.02, 1.5, 1.98, 2.0])
 def test_location_root_matches_brent(beta):
     # The safeguarded Newton root of Σ sign(r)|r|^(β−1) against scipy's brentq on the same function.
@@ -585,13 +600,14 @@ def test_gennorm_rugged_location_profile_is_searched_beyond_the_nearest_cusps():
 
 
 @pytest.mark.parametrize("name", ["gaussian", "laplace", "student_t", "gennorm"])
-def test_ppf_equals_scipy(name):
+def test_ppf_and_isf_equal_scipy(name):
+    # Both quantile functions against the frozen scipy law, ends (0 and 1) and the outlier bounds' 5e-7 included.
     fam = get_family(name)
-    u = np.concatenate([np.linspace(1e-9, 1 - 1e-9, 20_001), [1e-300, 0.025, 0.5, 0.975, 0.0, 1.0]])
+    u = np.concatenate([np.linspace(1e-9, 1 - 1e-9, 20_001), [1e-300, 5e-7, 0.025, 0.5, 0.975, 0.0, 1.0]])
     for shape in ({"df": 2.5, "beta": 0.4}, {"df": 40.0, "beta": 2.0}, {"df": 1e6, "beta": 9.0}):
         params = fam.params(loc=0.2, scale=0.03, **{k: v for k, v in shape.items() if k in fam.param_names})
-        ours, ref = fam.ppf(u, params), fam.scipy_dist(params).ppf(u)
-        assert_allclose(ours, ref, rtol=1e-12, atol=1e-14)
+        assert_allclose(fam.ppf(u, params), fam.scipy_dist(params).ppf(u), rtol=1e-12, atol=1e-14)
+        assert_allclose(fam.isf(u, params), fam.scipy_dist(params).isf(u), rtol=1e-12, atol=1e-14)
 
 
 def test_joint_newton_derivatives_equal_finite_differences():

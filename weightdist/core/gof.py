@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from . import kernels
 from .discrete import Cells, cell_logprob
@@ -127,7 +127,7 @@ def vuong_from_moments(n: int, total: float, omega: float, k_a: int, k_b: int, c
         raise ValueError(f"correction must be one of {', '.join(penalty)}, got {correction!r}")
     lr = total - penalty[correction]
     z = lr / (math.sqrt(n) * omega) if omega > 0 else 0.0
-    p = float(2 * stats.norm.sf(abs(z)))
+    p = float(2 * special.ndtr(-abs(z)))  # stats.norm.sf, without its per-call argument handling (most of its cost)
     favoured = (names[0] if z > 0 else names[1]) if p < alpha else None
     return PairTest(names[0], names[1], "vuong", z, p, favoured, total / n)
 
@@ -155,10 +155,10 @@ def likelihood_ratio_test(loglik_restricted: float, loglik_full: float, df_diff:
     """LR = 2(ℓ_full − ℓ_restricted) ~ χ²_df; on a boundary, the 50:50 mixture of χ²_0 and χ²_1 (Self & Liang 1987)."""
     lr = max(0.0, 2.0 * (loglik_full - loglik_restricted))
     if boundary:
-        p = 0.5 * stats.chi2.sf(lr, 1) if lr > 0 else 1.0
+        p = 0.5 * float(special.chdtrc(1, lr)) if lr > 0 else 1.0  # stats.chi2.sf's own function
         note = "boundary: null value at the edge of the parameter space, p from the ½χ²₀ + ½χ²₁ mixture"
     else:
-        p = stats.chi2.sf(lr, df_diff)
+        p = float(special.chdtrc(df_diff, lr))
         note = ""
     favoured = names[0] if p < alpha else None
     return PairTest(names[0], names[1], "lrt", lr, float(p), favoured, (loglik_full - loglik_restricted) / n, note)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from . import kernels
 from .families.base import blocks
@@ -55,7 +55,7 @@ def register_intervals(family: str):
 
 def half_chi2(level: float) -> float:
     """The log-likelihood drop that bounds a profile-likelihood interval for one parameter."""
-    return 0.5 * float(stats.chi2.ppf(level, 1))
+    return 0.5 * float(special.chdtri(1, 1 - level))  # stats.chi2.ppf(level, 1) without its per-call overhead
 
 
 def profile_bounds(profile: Callable[[float], float], t_hat: float, ll_hat: float, drop: float, step: float,
@@ -121,7 +121,7 @@ def profile_bounds_newton(evaluate: Callable[[float], tuple[float, float]], t_ha
 
 
 def wald_log_interval(value: float, se_log: float, level: float) -> Interval:
-    z = float(stats.norm.isf((1 - level) / 2))
+    z = -float(special.ndtri((1 - level) / 2))  # stats.norm.isf
     return Interval(value * math.exp(-z * se_log), value * math.exp(z * se_log), "wald")
 
 
@@ -167,6 +167,29 @@ def _beta_profile(prof: _Profile, beta: float) -> tuple[float, float]:
     return prof.loglik(beta, log_s), prof.n * beta * d1
 
 
+class _ScalarChebyshev:
+    """A numpy Chebyshev series evaluated at one float by the same Clenshaw recurrence as ``chebval`` (the same
+    rounding), in plain floats: the root finders call it thousands of times per layer, and numpy's per-call
+    array handling cost twenty times the arithmetic."""
+
+    def __init__(self, series: np.polynomial.Chebyshev) -> None:
+        self.domain = tuple(float(v) for v in series.domain)
+        self.offset, self.slope = (float(v) for v in series.mapparms())
+        self.coef = [float(c) for c in series.coef]
+
+    def __call__(self, x: float) -> float:
+        x = self.offset + self.slope * x
+        c = self.coef
+        if len(c) == 1:
+            return c[0]
+        if len(c) == 2:
+            return c[0] + c[1] * x
+        x2, c0, c1 = 2 * x, c[-2], c[-1]
+        for k in range(len(c) - 3, -1, -1):
+            c0, c1 = c[k] - c1, c0 + c1 * x2
+        return c0 + c1 * x
+
+
 class _TProfile:
     """Student-t log-likelihood with μ fixed, maximised over σ at a given ν.
 
@@ -208,8 +231,8 @@ class _TProfile:
         values = [self.g(1 / t) if self.in_v else self.g(math.exp(t)) for t in nodes]
         if self.in_v:
             values = [0.0 if t == 0 else val for t, val in zip(nodes, values)]
-        self.cheb = np.polynomial.Chebyshev.fit(nodes, values, degree, domain=[lo, hi])
-        self.dcheb = self.cheb.deriv()
+        cheb = np.polynomial.Chebyshev.fit(nodes, values, degree, domain=[lo, hi])
+        self.cheb, self.dcheb = _ScalarChebyshev(cheb), _ScalarChebyshev(cheb.deriv())
 
     def _solve(self, target: float) -> tuple[float, float] | None:
         """(log c, G) where Σ r²/(c + r²) = target, from the interpolant; None outside its range.
@@ -312,8 +335,7 @@ OUTLIER_TAIL = 1e-6  # two-sided: weights beyond the fitted law's 5e-7 and 1 −
 def outlier_bounds(family, params: Mapping[str, float], tail: float = OUTLIER_TAIL) -> tuple[float, float]:
     """The fitted law's central 1 − ``tail`` interval: weights outside it are outliers (the ones that
     stretch a low-bit quantiser's range). Under the law itself n·tail of n weights fall outside."""
-    dist = family.scipy_dist(params)
-    return float(dist.ppf(tail / 2)), float(dist.isf(tail / 2))
+    return float(family.ppf(tail / 2, params)), float(family.isf(tail / 2, params))
 
 
 def count_outside(x_sorted: np.ndarray, bounds: tuple[float, float]) -> int:

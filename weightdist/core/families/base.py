@@ -148,6 +148,10 @@ class Family(ABC):
         """The standard law's quantile function; scipy's unless a family has a cheaper exact one."""
         return self.scipy_dist({**params, "loc": 0.0, "scale": 1.0}).ppf(u)
 
+    def std_isf(self, q: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        """The standard law's upper quantile, exact for small ``q`` (not ppf(1 − q), which rounds 1 − q)."""
+        return -self.std_ppf(q, params) if self.symmetric else self.scipy_dist({**params, "loc": 0.0, "scale": 1.0}).isf(q)
+
     # --- loc and scale, applied once here ------------------------------------------------------------
 
     @staticmethod
@@ -165,6 +169,9 @@ class Family(ABC):
 
     def ppf(self, u: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
         return params["loc"] + params["scale"] * self.std_ppf(np.asarray(u, dtype=np.float64), params)
+
+    def isf(self, q: np.ndarray, params: Mapping[str, float]) -> np.ndarray:
+        return params["loc"] + params["scale"] * self.std_isf(np.asarray(q, dtype=np.float64), params)
 
     @abstractmethod
     def scipy_dist(self, params: Mapping[str, float]):

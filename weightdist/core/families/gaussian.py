@@ -40,6 +40,9 @@ class Gaussian(Family):
     def std_cdf(self, z, params: Mapping[str, float]) -> np.ndarray:
         return special.ndtr(z)
 
+    def std_ppf(self, u, params: Mapping[str, float]) -> np.ndarray:
+        return special.ndtri(u)  # scipy's formula, without building a frozen distribution per call
+
     def scipy_dist(self, params: Mapping[str, float]):
         return stats.norm(loc=params["loc"], scale=params["scale"])
 

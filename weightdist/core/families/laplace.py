@@ -37,6 +37,11 @@ class Laplace(Family):
         half_tail = 0.5 * np.exp(-np.abs(z))
         return np.where(z < 0, half_tail, 1.0 - half_tail)
 
+    def std_ppf(self, u, params: Mapping[str, float]) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float64)
+        with np.errstate(divide="ignore"):  # u = 0 or 1: ∓inf, as scipy gives
+            return np.where(u > 0.5, -np.log(2 * (1 - u)), np.log(2 * u))  # scipy's formula
+
     def scipy_dist(self, params: Mapping[str, float]):
         return stats.laplace(loc=params["loc"], scale=params["scale"])
 

@@ -232,6 +232,10 @@ class StudentT(Family):
     def std_cdf(self, z, params: Mapping[str, float]) -> np.ndarray:
         return special.stdtr(params["df"], z)
 
+    def std_ppf(self, u, params: Mapping[str, float]) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float64)  # scipy's formula, without building a frozen distribution per call;
+        return np.where(u == 0, -np.inf, special.stdtrit(params["df"], u))  # stdtrit(ν, 0) is +inf: scipy sets the end
+
     def loglik(self, x, params: Mapping[str, float]) -> float:
         return loglik(np.asarray(x, dtype=np.float64), params["loc"], params["scale"], params["df"])
 

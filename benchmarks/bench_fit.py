@@ -4,7 +4,7 @@ per family (what fitter and distfit do), both timed in the same run on this mach
     TORCH_HOME=../shared/torch python benchmarks/bench_fit.py [--quick] [--memory]
 
 Per model it prints the baseline time, the engine time (sort + four MLE fits + four
-exact KS statistics per layer; model loading excluded), their ratio, the worst
+exact KS statistics per layer; model loading excluded; the best of REPEATS runs, as the floor), their ratio, the worst
 log-likelihood gap per weight (engine − scipy; ≥ −1e-6 means the engine's MLE is at
 least as good), the worst KS mismatch (engine's statistic against scipy.stats.kstest
 at the engine's parameters), the floor (one float32 np.sort plus ten float32 log1p passes
@@ -59,10 +59,18 @@ def baseline(values: np.ndarray) -> tuple[float, dict]:
     return time.perf_counter() - t0, logliks
 
 
+REPEATS = 3  # sub-second and few-second timings are the best of this many runs: one hiccup of the shared VM
+# (another tenant, the slower second core) would otherwise decide a ratio; the minutes-long scipy baseline runs once
+
+
 def engine(layers) -> tuple[float, list]:
-    t0 = time.perf_counter()
-    results = [fit(layer.values) for layer in layers]
-    return time.perf_counter() - t0, results
+    fit(np.linspace(-1.0, 1.0, 64))  # first calls pay for lazy imports and caches, in the engine as in scipy
+    best = math.inf
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        results = [fit(layer.values) for layer in layers]
+        best = min(best, time.perf_counter() - t0)
+    return best, results
 
 
 def _fit_values(values: np.ndarray):
@@ -77,10 +85,12 @@ def engine_parallel(layers, workers: int) -> tuple[float, list, list[int]]:
 
     order = sorted(range(len(layers)), key=lambda i: -layers[i].numel)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        list(pool.map(_fit_values, [np.zeros(0)] * workers))  # workers started before the clock
-        t0 = time.perf_counter()
-        fits = list(pool.map(_fit_values, [layers[i].values for i in order]))
-        seconds = time.perf_counter() - t0
+        list(pool.map(_fit_values, [np.linspace(-1.0, 1.0, 64)] * workers))  # workers started and warm before the clock
+        seconds = math.inf
+        for _ in range(REPEATS):
+            t0 = time.perf_counter()
+            fits = list(pool.map(_fit_values, [layers[i].values for i in order]))
+            seconds = min(seconds, time.perf_counter() - t0)
     return seconds, fits, order
 
 
@@ -151,17 +161,21 @@ def bench(spec: str, init: bool, baseline_every: int, memory: bool = False) -> d
 
 
 def floor_seconds(layers) -> float:
-    """The floor for the same weights: one float32 np.sort plus ten float32 log1p passes per layer."""
-    t = 0.0
-    for layer in layers:
-        v = np.abs(layer.values.astype(np.float32))
-        buf = np.empty_like(v)
-        t0 = time.perf_counter()
-        np.sort(v)
-        for _ in range(10):
-            np.log1p(v, out=buf)
-        t += time.perf_counter() - t0
-    return t
+    """The floor for the same weights: one float32 np.sort plus ten float32 log1p passes per layer (the best of
+    REPEATS, as the engine)."""
+    best = math.inf
+    for _ in range(REPEATS):
+        t = 0.0
+        for layer in layers:
+            v = np.abs(layer.values.astype(np.float32))
+            buf = np.empty_like(v)
+            t0 = time.perf_counter()
+            np.sort(v)
+            for _ in range(10):
+                np.log1p(v, out=buf)
+            t += time.perf_counter() - t0
+        best = min(best, t)
+    return best
 
 
 def cli_seconds(spec: str, init: bool, workers: int) -> float:

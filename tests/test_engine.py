@@ -372,6 +372,7 @@ def test_quantised_pair_tests_use_cell_probabilities():
 # --- extreme magnitudes (issue 14, class 4) ------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # nor does a user see a numpy overflow warning
 @pytest.mark.parametrize("scale", [1e307, 1e-310, 1e-200, 1e200])
 def test_values_near_the_float64_limits_are_fitted_not_raised(scale):
     from weightdist.core.gof import assess_layer
@@ -657,7 +658,7 @@ def test_dot_does_not_depend_on_the_blas_thread_count():
     # Results must not depend on --workers: the driver may run BLAS on 2 threads, workers on 1.
     from threadpoolctl import threadpool_limits
 
-    from weightdist.core.kernels import dot
+    from weightdist.core.kernels import DOT_CHUNK, dot
 
     rng = np.random.default_rng(0)
     for n in (10, 10_001, 100_000, 1_000_003):
@@ -667,6 +668,9 @@ def test_dot_does_not_depend_on_the_blas_thread_count():
             one = dot(a, b)
         assert free == one, n
         assert free == pytest.approx(math.fsum(a * b), rel=1e-12, abs=1e-12 * math.sqrt(n))
+        with threadpool_limits(limits=1, user_api="blas"):  # the definition: one ddot per chunk, added in order
+            chunked = sum(float(np.dot(a[i : i + DOT_CHUNK], b[i : i + DOT_CHUNK])) for i in range(0, n, DOT_CHUNK))
+        assert free == chunked, n
 
 
 def test_profile_bounds_by_newton_equal_the_closed_form_on_a_quadratic_profile():

@@ -12,7 +12,7 @@ from statsmodels.stats.diagnostic import lilliefors
 
 from weightdist.core.families import get_family
 from weightdist.core.fitting import fit
-from weightdist.core.gof import (assess_layer, bootstrap_ks_pvalue, hill_index, likelihood_ratio_test, tail_shape,
+from weightdist.core.gof import (assess_layer, bootstrap_ks_pvalue, excess_kurtosis, hill_index, likelihood_ratio_test, tail_shape,
                             vuong_test, wasserstein1)
 
 
@@ -110,6 +110,13 @@ def test_hill_recovers_the_tail_index_of_student_t(alpha):
     right, k = hill_index(x)
     assert k == int(math.isqrt(np.count_nonzero(x > 0)))
     assert abs(right - alpha) < 0.2 * alpha
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("scale", [1e200, 1e300])
+def test_kurtosis_of_values_near_the_float64_limit_equals_scipy_at_unit_scale(scale):
+    x = np.random.default_rng(1).laplace(size=5000)
+    assert_allclose(excess_kurtosis(x * scale), stats.kurtosis(x), rtol=1e-12)  # scale-free; no overflow warning
 
 
 def test_tail_shape_kurtosis_and_both_tails():

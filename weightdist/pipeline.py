@@ -186,21 +186,25 @@ def fit_layers(
     keep = on_layer is not None
     # Workers ignore Ctrl-C: the parent alone handles it, cancels what has not started and waits for
     # the few layers in flight (a worker interrupted inside the pool's queue lock would hang the pool).
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init) as pool:
-        window = _Window(workers)
-        try:
-            for index, layer in enumerate(layers):
-                job = pool.submit(_analyse_job, layer, options, layer_seed(options.seed, layer.name), keep)
-                window.add(index, dataclasses.replace(layer, values=np.empty(0)), job, layer.values.nbytes)
-                while window.full():
-                    yield from (_finish(*done, on_layer) for done in window.pop_finished())
-                    if window.full():
-                        window.wait()
-            while window:
-                window.wait()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init)
+    window, finished = _Window(workers), False
+    try:
+        for index, layer in enumerate(layers):
+            job = pool.submit(_analyse_job, layer, options, layer_seed(options.seed, layer.name), keep)
+            window.add(index, dataclasses.replace(layer, values=np.empty(0)), job, layer.values.nbytes)
+            while window.full():
                 yield from (_finish(*done, on_layer) for done in window.pop_finished())
-        finally:
-            window.cancel()
+                if window.full():
+                    window.wait()
+        while window:
+            window.wait()
+            yield from (_finish(*done, on_layer) for done in window.pop_finished())
+        finished = True
+    finally:
+        window.cancel()
+        # Once every result is in, the idle workers exit in the background: tearing down a fork of a big
+        # parent takes tens of milliseconds. Otherwise (an error, Ctrl-C) wait for the layers in flight.
+        pool.shutdown(wait=not finished)
 
 
 class _Window:

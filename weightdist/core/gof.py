@@ -178,7 +178,13 @@ def wasserstein1(x_sorted: np.ndarray, family: Family, params: Mapping[str, floa
         fitted = np.concatenate([lower, 2 * params["loc"] - lower[: m // 2][::-1]])
     else:
         fitted = family.ppf(u, params)
-    return float(np.mean(np.abs(empirical - fitted)))
+    with np.errstate(over="ignore"):  # beyond ±1.8e308 a distance is inf: no warning for the user to read
+        distance = np.abs(empirical - fitted)
+        w1 = float(np.mean(distance))
+    if math.isinf(w1) and np.isfinite(distance).all():  # only their sum overflowed (values near the float64 limit)
+        top = float(distance.max())
+        w1 = float(np.mean(distance / top)) * top
+    return w1
 
 
 def hill_index(tail: np.ndarray) -> tuple[float, int]:
@@ -198,11 +204,24 @@ def _hill(top: np.ndarray, k: int) -> float:
 
 
 def excess_kurtosis(x: np.ndarray) -> float:
-    """m4 / m2² − 3 with central moments (``scipy.stats.kurtosis(x, bias=True)``), block by block."""
-    mean = float(np.mean(x, dtype=np.float64))
+    """m4 / m2² − 3 with central moments (``scipy.stats.kurtosis(x, bias=True)``), block by block.
+
+    Fourth powers of values beyond ~1e77 overflow; the kurtosis does not depend on scale, so such
+    values are divided by their largest magnitude first (and only then: other layers keep their exact sums)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        kurtosis = _excess_kurtosis(x, 1.0)
+        if math.isnan(kurtosis) or math.isinf(kurtosis):
+            scale = float(np.max(np.abs(x))) if x.size else 0.0
+            if math.isfinite(scale) and scale > 0:
+                kurtosis = _excess_kurtosis(x, scale)
+    return kurtosis
+
+
+def _excess_kurtosis(x: np.ndarray, scale: float) -> float:
+    mean = float(np.mean(x, dtype=np.float64)) if scale == 1.0 else sum(float((b / scale).sum()) for b in blocks(x)) / x.size
     m2 = m4 = 0.0
     for block in blocks(x):
-        c2 = (block - mean) ** 2
+        c2 = ((block if scale == 1.0 else block / scale) - mean) ** 2
         m2, m4 = m2 + float(c2.sum()), m4 + kernels.dot(c2, c2)
     return (m4 / x.size) / (m2 / x.size) ** 2 - 3.0 if m2 > 0 else math.nan
 

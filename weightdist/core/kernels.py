@@ -15,12 +15,18 @@ DOT_CHUNK = 8192
 
 
 def dot(a: np.ndarray, b: np.ndarray) -> float:
-    """Σ a·b, by BLAS ddot in chunks of DOT_CHUNK values: a third of einsum's cost, and never threaded (a
-    threaded ddot spins its pool on every call, costs more than the sum on short vectors, and rounds
-    differently from one thread)."""
+    """Σ a·b, by BLAS ddot in chunks of DOT_CHUNK values, added in order: a third of einsum's cost, and never
+    threaded (a threaded ddot spins its pool on every call, costs more than the sum on short vectors, and
+    rounds differently from one thread). The whole chunks go to one stacked matmul, which calls ddot per
+    chunk from C: the same sums as a Python loop over the chunks, without its per-chunk overhead."""
     if a.size <= DOT_CHUNK:
         return float(np.dot(a, b))
-    return float(sum(float(np.dot(a[i : i + DOT_CHUNK], b[i : i + DOT_CHUNK])) for i in range(0, a.size, DOT_CHUNK)))
+    k = a.size // DOT_CHUNK
+    whole = k * DOT_CHUNK
+    parts = np.matmul(a[:whole].reshape(k, 1, DOT_CHUNK), b[:whole].reshape(k, DOT_CHUNK, 1)).ravel().tolist()
+    if whole < a.size:
+        parts.append(float(np.dot(a[whole:], b[whole:])))
+    return float(sum(parts))
 
 
 BLOCK = 1 << 16  # element-wise work is done this many values at a time: memory stays O(block), not O(n)

@@ -3,6 +3,7 @@ other exception is a bug and keeps its traceback plus a request to report it."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 import weightdist.cli as cli
 from weightdist.errors import ModelNotFoundError, OptionError, UnknownNameError, WeightdistError
@@ -68,3 +69,37 @@ def test_fit_options_is_the_one_validator():
     with pytest.raises(OptionError, match="seed must be an integer"):
         FitOptions(seed=1.5)  # type: ignore[arg-type]
     assert FitOptions(kinds="conv,linear").kinds == ("conv", "linear")  # normalised by extract's own parser
+
+
+@pytest.mark.parametrize("knob, value", [("max_per_layer", 5), ("min_size", 0), ("seed", -1), ("max_tensor_bytes", 4)])
+def test_extraction_checks_its_knobs_by_the_same_rules_as_fit_options(knob, value):
+    from weightdist.sources.extract import extract_layers, iter_layers
+
+    with pytest.raises(OptionError) as from_options:
+        FitOptions(**{knob: value})
+    model = {"w.weight": torch.randn(16, 16)}
+    call = (lambda: extract_layers(model, **{knob: value})) if knob != "max_tensor_bytes" else \
+        (lambda: list(iter_layers(model, max_tensor_bytes=value)))
+    with pytest.raises(OptionError) as from_extraction:
+        call()
+    assert str(from_extraction.value) == str(from_options.value)
+
+
+def test_every_unknown_name_is_an_unknown_name_error():
+    from weightdist.data import dataset_dir
+    from weightdist.engines import get_engine
+    from weightdist.sources.extract import read_layer
+    from weightdist.vae.model import VAE
+    from weightdist.vae.plan import Plan
+
+    lookups = {
+        "engine": lambda: get_engine("rey", 1),
+        "tensor": lambda: read_layer({"w.weight": torch.randn(4, 4)}, "w.weigth"),
+        "prior (model)": lambda: VAE("gausian", 2),
+        "prior (plan)": lambda: Plan(priors=("gausian",)),
+        "dataset": lambda: dataset_dir("fashion-mnits"),
+    }
+    for what, lookup in lookups.items():
+        with pytest.raises(UnknownNameError) as caught:
+            lookup()
+        assert "unknown" in str(caught.value) and "\n" not in str(caught.value), what

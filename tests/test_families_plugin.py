@@ -99,6 +99,24 @@ def test_fit_results_are_frozen_and_hashable():
     assert list(f.params) == ["loc", "scale", "beta"] and {**f.params}["beta"] == f.params["beta"]
 
 
+def test_layer_fits_are_frozen_all_the_way_down():
+    from weightdist.core.fitting import FamilyFit, LayerFit
+
+    x = np.random.default_rng(1).standard_normal(2000)
+    layer = fit(x)
+    assert hash(layer) == hash(fit(x)) and layer == fit(x)  # hashable, and equal fits hash equal
+    with pytest.raises(TypeError):
+        layer.fits["gaussian"] = None  # type: ignore[index]
+    assert hash(LayerFit(n=0, n_nonfinite=0, status="empty"))  # the unfitted default too
+    built = FamilyFit("gaussian", {"loc": 0.0, "scale": 1.0}, -1.0, 10, 2, 0.1, 0.5)  # a dict given is frozen
+    assert isinstance(built.params, Params) and hash(built)
+    assert isinstance(LayerFit(n=10, n_nonfinite=0, status="ok", fits={"gaussian": built}).fits["gaussian"], FamilyFit)
+    # Mapping semantics, as a dict's: order-free equality with equal hashes, later keys win.
+    a, b = Params(loc=0.0, scale=1.0), Params(scale=1.0, loc=0.0)
+    assert a == b and hash(a) == hash(b) and len({a, b}) == 1
+    assert dict(Params({"loc": 0.0}, loc=5.0)) == {"loc": 5.0}
+
+
 def test_registration_checks_the_declarations(plugin):
     class Clash(DoubleWeibull):
         name = "clash_test"
@@ -150,3 +168,17 @@ def test_unknown_family_is_one_error_type_everywhere(plugin):
         with pytest.raises(UnknownNameError, match=f"did you mean {NAME}"):
             call()
     assert math.isfinite(fit(np.random.default_rng(1).laplace(size=500), [NAME]).fits[NAME].loglik)
+
+
+def test_gains_over_training_are_measured_against_the_declared_baseline():
+    import pandas as pd
+
+    from weightdist.analyses.dynamics import family_scores
+    from weightdist.core.families import baseline_family
+
+    assert baseline_family().name == "gaussian"  # the one family declaring baseline = True
+    table = pd.DataFrame({"epoch": [0, 0, 0, 0], "layer": ["a", "a", "b", "b"], "family": ["gaussian", "laplace"] * 2,
+                          "mean_loglik": [1.0, 1.5, 2.0, 1.0], "is_best": [False, True, True, False]})
+    scores = family_scores(table).set_index("family")
+    assert scores.loc["laplace", "mean_gain_vs_gaussian"] == pytest.approx(((1.5 - 1.0) + (1.0 - 2.0)) / 2)
+    assert scores.loc["gaussian", "mean_gain_vs_gaussian"] == 0 and scores.loc["laplace", "wins"] == 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, UnknownNameError
 
 DEFAULT_DIRS = {
     "fashion-mnist": ["/usr/share/datasets/fashion-mnist"],
@@ -64,7 +64,7 @@ def _find(folder: Path, stem: str) -> Path | None:
 def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding ``name``'s IDX files, or a one-line error saying how to get them."""
     if name not in DEFAULT_DIRS:
-        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DEFAULT_DIRS)}")
+        raise UnknownNameError(f"unknown dataset {name!r}; choose one of {', '.join(DEFAULT_DIRS)}")
     folders = [Path(data_dir)] if data_dir else [Path(d) for d in DEFAULT_DIRS[name]]
     for folder in folders:
         if all(_find(folder, stem) for stem in FILES["train"] + FILES["test"]):

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import OptionError
-from .sources.extract import DEFAULT_KINDS, Layer, _compile, _normalise_kinds
+from .sources.extract import DEFAULT_KINDS, SELECTION_BOUNDS, Layer, _compile, _normalise_kinds, check_selection
 from .core.families import get_family, param_columns
 from .core.fitting import LayerFit, fit_sorted, prepare, resolve_families
 from .core.intervals import Interval, count_outside, outlier_bounds, parameter_intervals
@@ -50,11 +50,9 @@ class FitOptions:
 
     def __post_init__(self) -> None:
         """The one place options are checked: every problem is an OptionError naming the fix."""
-        for name, low in (("min_size", 1), ("max_per_layer", 8), ("n_boot", 0), ("boot_max_n", 8), ("seed", 0),
-                          ("max_tensor_bytes", 8)):
+        check_selection(**{name: getattr(self, name) for name in SELECTION_BOUNDS})  # the same rules as extraction's
+        for name, low in (("n_boot", 0), ("boot_max_n", 8)):
             value = getattr(self, name)
-            if value is None and name in ("max_per_layer", "max_tensor_bytes"):
-                continue
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
         resolve_families(self.families)  # fail early on unknown names (UnknownNameError)

@@ -13,7 +13,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..core.families import label_of
-from ..core.families.base import headline_families
+from ..core.families.base import baseline_family, headline_families
 from ..stores import atomic
 from ..errors import WeightdistError
 from ..pipeline import FitOptions
@@ -53,14 +53,20 @@ def fit_snapshots(snapshots: Sequence[tuple[float, Path]], options: FitOptions, 
     return pd.concat(tables, ignore_index=True)
 
 
+def gain_column() -> str:
+    """The family_scores column of gains over the registry's baseline family ("mean_gain_vs_gaussian")."""
+    return f"mean_gain_vs_{baseline_family().name}"
+
+
 def family_scores(table: pd.DataFrame) -> pd.DataFrame:
-    """Per epoch: mean over layers of each family's loglik per weight minus the Gaussian's, and wins."""
+    """Per epoch: mean over layers of each family's loglik per weight minus the baseline family's (the
+    Gaussian, as the registry declares it), and wins. Without baseline rows the gains are NaN."""
     fitted = table[table["family"] != ""]
-    gauss = fitted[fitted["family"] == "gaussian"].set_index(["epoch", "layer"])["mean_loglik"]
+    base = fitted[fitted["family"] == baseline_family().name].set_index(["epoch", "layer"])["mean_loglik"]
     rows = []
     for (epoch, family), group in fitted.groupby(["epoch", "family"]):
-        gain = group.set_index(["epoch", "layer"])["mean_loglik"] - gauss.reindex(group.set_index(["epoch", "layer"]).index)
-        rows.append({"epoch": epoch, "family": family, "mean_gain_vs_gaussian": float(gain.mean()),
+        gain = group.set_index(["epoch", "layer"])["mean_loglik"] - base.reindex(group.set_index(["epoch", "layer"]).index)
+        rows.append({"epoch": epoch, "family": family, gain_column(): float(gain.mean()),
                      "wins": int(group["is_best"].astype(bool).sum())})
     return pd.DataFrame(rows)
 
@@ -93,12 +99,12 @@ def _scores_figure(scores: pd.DataFrame):
     plt = _plt()
     fig, (ax_gain, ax_wins) = plt.subplots(1, 2, figsize=(11, 3.8))
     for family, rows in scores.groupby("family"):
-        ax_gain.plot(rows["epoch"], rows["mean_gain_vs_gaussian"], "o-", ms=3, color=color(family), label=family)
+        ax_gain.plot(rows["epoch"], rows[gain_column()], "o-", ms=3, color=color(family), label=family)
         ax_wins.plot(rows["epoch"], rows["wins"], "o-", ms=3, color=color(family), label=family)
     for ax in (ax_gain, ax_wins):
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_xlabel("epoch (symlog)")
-    ax_gain.set_ylabel("mean loglik/weight − Gaussian's")
+    ax_gain.set_ylabel(f"mean loglik/weight − {label_of(baseline_family().name)}'s")
     ax_wins.set_ylabel("layers won (AIC)")
     ax_gain.legend(fontsize=8, frameon=False)
     fig.tight_layout()

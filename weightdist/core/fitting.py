@@ -18,7 +18,7 @@ import numpy as np
 
 from .discrete import MIN_DISTINCT, Cells, cells_of, dequantised, distinct_count, fit_cells, is_quantised
 from .families import FAMILIES, Family, get_family
-from .families.base import Params
+from .families.base import FrozenMap, Params
 from .ks import ks_pvalue, ks_statistic
 
 MIN_N = 8
@@ -46,6 +46,10 @@ class FamilyFit:
     note: str = ""
     degenerate: bool = False  # a shape at its bound or a collapsed scale: never the best
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, Params):  # frozen all the way down: a dict would stay mutable
+            object.__setattr__(self, "params", Params(self.params))
+
     @property
     def usable(self) -> bool:
         """May this fit win a layer: converged, finite and not degenerate."""
@@ -71,10 +75,14 @@ class LayerFit:
     n: int  # finite values fitted
     n_nonfinite: int
     status: str  # "ok", or why the layer was not fitted
-    fits: Mapping[str, FamilyFit] = field(default_factory=dict)
+    fits: Mapping[str, FamilyFit] = field(default_factory=FrozenMap)  # read-only: family name -> fit
     n_zero_excluded: int = 0  # exact zeros left out as a point mass (pruning)
     n_distinct: int = 0
     cells: Cells | None = field(default=None, compare=False, repr=False)  # set when fitted as quantised
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fits, FrozenMap):
+            object.__setattr__(self, "fits", FrozenMap(self.fits))
 
     @property
     def ok(self) -> bool:

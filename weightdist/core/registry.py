@@ -55,8 +55,8 @@ class Registry(Generic[T]):
             raise UnknownNameError(unknown_name_message(self.what, name, self._entries)) from None
 
 
-def unknown_name_message(what: str, name: str, known) -> str:
-    """'unknown model 'resnet5'; did you mean resnet50, resnet18?' - one line."""
+def unknown_name_message(what: str, name: str, known, where: str = "") -> str:
+    """'unknown model 'resnet5'; did you mean resnet50, resnet18?' - one line (``where``: e.g. "in model.pth")."""
     close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown {what} {name!r}{hint}"
+    return f"unknown {what} {name!r}{' ' + where if where else ''}{hint}"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from ..core.registry import Registry, unknown_name_message
-from ..errors import WeightdistError
+from ..errors import UnknownNameError, WeightdistError
 
 
 class EngineUnavailable(WeightdistError):
@@ -102,7 +102,7 @@ def get_engine(name: str, workers: int, address: str | None = None) -> Engine:
     """An engine instance by name; an unknown name is one line listing the known ones."""
     _discover()
     if name not in ENGINES:
-        raise WeightdistError(unknown_name_message("engine", name, ENGINES.names()) + f"; choose from {', '.join(ENGINES.names())}")
+        raise UnknownNameError(unknown_name_message("engine", name, ENGINES.names()) + f"; choose from {', '.join(ENGINES.names())}")
     return ENGINES.get(name)(workers, address)
 
 

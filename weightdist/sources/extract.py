@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, OptionError
+from ..errors import CheckpointError, OptionError, UnknownNameError
+from ..core.registry import unknown_name_message
 from .base import FLOAT_DTYPE_NAMES, LoadedModel, OpenedModel
 
 KINDS = ("conv", "linear", "embedding", "norm", "bias", "other")
@@ -125,6 +126,21 @@ def _compile(arg: str, pattern: str | None):
                           "are not supported, so name-based filters always run in linear time: rewrite the pattern") from None
 
 
+# The lower bound of each numeric selection knob, None where None means "no limit". The one place these are
+# checked: extraction calls check_selection, and so does FitOptions for the same knobs.
+SELECTION_BOUNDS = {"min_size": (1, False), "max_per_layer": (8, True), "seed": (0, False), "max_tensor_bytes": (8, True)}
+
+
+def check_selection(**values) -> None:
+    """Raise an OptionError naming the fix for any selection knob (see SELECTION_BOUNDS) out of range."""
+    for name, value in values.items():
+        low, none_ok = SELECTION_BOUNDS[name]
+        if value is None and none_ok:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _normalise_kinds(kinds) -> tuple[str, ...]:
     if isinstance(kinds, str):  # "conv,linear" from a command line
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
@@ -174,6 +190,7 @@ def layer_infos(model, kinds=DEFAULT_KINDS, include: str | None = None, exclude:
     ``skipped``, when given, counts the tensors left out, by reason (one of ``SKIP_REASONS``).
     """
     skipped = Counter() if skipped is None else skipped
+    check_selection(min_size=min_size)
     kinds = _normalise_kinds(kinds)
     inc, exc = _compile("include", include), _compile("exclude", exclude)
     opened = as_opened(model)
@@ -255,13 +272,12 @@ def read_layer(model, layer: LayerInfo | str, max_per_layer: int | None = None, 
     A layer whose float64 copy would pass ``max_tensor_bytes`` (default :func:`default_max_tensor_bytes`)
     is refused before it is read.
     """
-    if max_per_layer is not None and max_per_layer < 1:
-        raise OptionError(f"max_per_layer: must be a positive number of values, got {max_per_layer}")
+    check_selection(max_per_layer=max_per_layer, seed=seed, max_tensor_bytes=max_tensor_bytes)
     opened = as_opened(model)
     if isinstance(layer, str):
         info = next((t for t in opened.tensor_infos() if t.name == layer), None)
         if info is None:
-            raise KeyError(f"no tensor named {layer!r} in {opened.name}")
+            raise UnknownNameError(unknown_name_message("tensor", layer, [t.name for t in opened.tensor_infos()], f"in {opened.name}"))
         module_kinds = kinds_from_module(opened.module) if isinstance(opened.module, nn.Module) else {}
         kind = _kind(info.name, info.shape, info.is_float, module_kinds, opened.kind_hints())
         layer = LayerInfo(info.name, kind, info.shape, info.numel, fan_in(kind, info.shape) if info.is_float else None,
@@ -296,8 +312,7 @@ def iter_layers(model_or_state_dict, kinds=DEFAULT_KINDS, include: str | None = 
     The selection comes from :func:`layer_infos` (headers only), the values from :func:`read_layer`;
     so a huge layer costs its own storage plus ``max_per_layer`` doubles, not a float64 copy of it.
     """
-    if max_per_layer is not None and max_per_layer < 1:
-        raise OptionError(f"max_per_layer: must be a positive number of values, got {max_per_layer}")
+    check_selection(min_size=min_size, max_per_layer=max_per_layer, seed=seed, max_tensor_bytes=max_tensor_bytes)
     opened = as_opened(model_or_state_dict)
     for info in layer_infos(opened, kinds, include, exclude, min_size, skipped):
         yield read_layer(opened, info, max_per_layer, seed, max_tensor_bytes)

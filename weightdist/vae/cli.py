@@ -44,12 +44,12 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _check_prior(names) -> None:
-    from ..errors import WeightdistError
+    from ..errors import UnknownNameError
     from .latents import LATENTS
 
     unknown = [n for n in names if n not in LATENTS]
     if unknown:
-        raise WeightdistError(f"unknown prior(s) {', '.join(unknown)}; choose from {', '.join(LATENTS)}")
+        raise UnknownNameError(f"unknown prior(s) {', '.join(unknown)}; choose from {', '.join(LATENTS)}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -46,10 +46,7 @@ class VAE(nn.Module):
         super().__init__()
         self.prior, self.latent_dim = prior, latent_dim
         self.encoder = nn.Sequential(mlp((PIXELS, *HIDDEN)), nn.ReLU())
-        try:
-            latent_cls = LATENTS.get(prior)
-        except KeyError as exc:
-            raise ValueError(f"prior: {exc.args[0]}; registered: {', '.join(LATENTS)}") from None
+        latent_cls = LATENTS.get(prior)  # an unknown name is an UnknownNameError, as everywhere
         self.latent = latent_cls(latent_dim, HIDDEN[-1])
         if isinstance(self.latent, VampLatent):
             self.latent.bind_encoder(self.encoder)

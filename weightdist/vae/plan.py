@@ -10,7 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from ..errors import WeightdistError
+from ..errors import UnknownNameError, WeightdistError
 from .latents import LATENTS, baseline_prior, registration_order
 from .train import TrainConfig
 
@@ -43,7 +43,7 @@ class Plan:
             object.__setattr__(self, "priors", (base, *(p for p in registration_order() if p != base)))
         unknown = [p for p in self.priors if p not in LATENTS]
         if unknown:
-            raise PlanError(f"unknown prior(s) {', '.join(unknown)}; choose from {', '.join(LATENTS)}")
+            raise UnknownNameError(f"unknown prior(s) {', '.join(unknown)}; choose from {', '.join(LATENTS)}")
         if not self.dims or min(self.dims) < 1:
             raise PlanError(f"--latent-dims must be positive integers, got {self.dims}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:

@@ -97,10 +97,10 @@ def download_dataset(dataset: str, root: str | Path, timeout: float = 20.0) -> P
     Offline this fails within ``timeout`` seconds with a one-line :class:`DatasetError`."""
     import socket
 
-    from ..errors import DatasetError
+    from ..errors import DatasetError, UnknownNameError
 
     if dataset not in TORCHVISION_CLASSES:
-        raise DatasetError(f"unknown dataset {dataset!r}; choose one of {', '.join(TORCHVISION_CLASSES)}")
+        raise UnknownNameError(f"unknown dataset {dataset!r}; choose one of {', '.join(TORCHVISION_CLASSES)}")
     try:
         import torchvision.datasets as tvd
     except ImportError:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Iterator, Mapping
+from typing import ClassVar, Iterator, Mapping
 
 import numpy as np
 
@@ -22,31 +22,31 @@ from ..kernels import BLOCK, blocks, dot  # noqa: F401  (re-exported: families s
 from ..registry import Registry
 
 
-class Params(Mapping[str, float]):
-    """Fitted parameters: read-only, hashable, ordered as the family declares them.
+class FrozenMap(Mapping):
+    """A read-only, hashable mapping with a dict's semantics (later keys win, equality ignores order).
 
-    ``params["beta"]`` and ``params.beta`` both work; assignment raises."""
+    Frozen results hold these instead of dicts, so a fit can be hashed, cached and shared between
+    threads without anyone changing it underneath."""
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Mapping[str, float] | Iterable[tuple[str, float]] = (), **values: float) -> None:
-        pairs = list(items.items() if isinstance(items, Mapping) else items) + list(values.items())
-        object.__setattr__(self, "_items", tuple((str(k), float(v)) for k, v in pairs))
+    def __init__(self, items=(), **values) -> None:
+        merged = dict(items.items() if isinstance(items, Mapping) else items)
+        merged.update(values)
+        object.__setattr__(self, "_items", tuple((str(k), self._value(v)) for k, v in merged.items()))
 
-    def __getitem__(self, key: str) -> float:
+    @staticmethod
+    def _value(value):
+        return value
+
+    def __getitem__(self, key: str):
         for k, v in self._items:
             if k == key:
                 return v
         raise KeyError(key)
 
-    def __getattr__(self, key: str) -> float:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
     def __setattr__(self, key, value) -> None:
-        raise AttributeError("Params are read-only; build a new Params instead")
+        raise AttributeError(f"{type(self).__name__} is read-only; build a new one instead")
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self._items)
@@ -55,16 +55,34 @@ class Params(Mapping[str, float]):
         return len(self._items)
 
     def __hash__(self) -> int:
-        return hash(self._items)
+        return hash(frozenset(self._items))  # order-free, as equality is
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
 
     def __repr__(self) -> str:
-        return "Params(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"
 
     def __reduce__(self):
-        return (Params, (self._items,))
+        return (type(self), (self._items,))
+
+
+class Params(FrozenMap):
+    """Fitted parameters: read-only, hashable, ordered as the family declares them.
+
+    ``params["beta"]`` and ``params.beta`` both work; assignment raises."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _value(value) -> float:
+        return float(value)
+
+    def __getattr__(self, key: str) -> float:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class Family(ABC):
     # The subset of ``nests`` reached only at a parameter-space boundary (e.g. Gaussian = t with df = ∞).
     nests_on_boundary: ClassVar[tuple[str, ...]] = ()
     symmetric: ClassVar[bool] = True  # standard law symmetric about 0: sf(z) = cdf(−z), exact in the upper tail
+    # The null law every other family's gain is measured against (the Gaussian; one family declares it).
+    baseline: ClassVar[bool] = False
     param_names: tuple[str, ...]
 
     def __init_subclass__(cls, **kwargs) -> None:
@@ -253,6 +273,14 @@ def param_columns() -> tuple[str, ...]:
 def headline_families() -> list[Family]:
     """Families with a headline statistic, in registry order: what per-model summaries show."""
     return [f for f in map(FAMILIES.get, FAMILIES) if f.headline is not None]
+
+
+def baseline_family() -> Family:
+    """The family declared ``baseline`` (the Gaussian): gains over training are measured against it."""
+    declared = [f for f in map(FAMILIES.get, FAMILIES) if f.baseline]
+    if not declared:
+        raise LookupError("no registered family declares baseline = True")
+    return declared[0]
 
 
 def beats_key(fam: Family) -> str:

@@ -29,6 +29,7 @@ class Gaussian(Family):
     label = "Gaussian"
     color = "tab:blue"
     shapes = ()
+    baseline = True  # the null hypothesis: do weights follow a Gaussian?
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:
         loc, scale, loglik = mle(x_sorted)

@@ -41,7 +41,7 @@ def test_a_user_error_is_one_line_and_its_exit_code(monkeypatch, capsys):
     (["fit", "--max-per-layer", "3"], "max_per_layer must be an integer >= 8, got 3"),
     (["fit", "--kinds", "conv,bogus"], "kinds: unknown kind(s) bogus"),
     (["fit", "--include", "("], "include: "),  # wording owned by the pattern compiler (re2)
-    (["fit", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["fit", "--workers", "0"], "--workers must be an integer >= 1, got 0"),
     (["fit", "--families", "gausian"], "families: unknown distribution family 'gausian'; did you mean gaussian"),
 ])
 def test_options_are_validated_once_with_one_line(capsys, tmp_path, argv, message):

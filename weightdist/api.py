@@ -13,7 +13,7 @@ import pandas as pd
 
 from .errors import OptionError
 from .stores import atomic
-from .pipeline import FitOptions, LayerResult, comparison_table, default_workers, fit_layers, layer_table
+from .pipeline import FitOptions, LayerResult, check_workers, comparison_table, default_workers, fit_layers, layer_table
 from .reporting.report import RunInfo, options_dict, write_tables
 
 DEFAULT_MODEL = "resnet20_fashionmnist"
@@ -93,8 +93,7 @@ def fit_report(
     from .reporting.plots import evenly_spaced, layer_figure, overview_figure, save_figure
 
     workers = default_workers() if workers is None else workers
-    if workers < 1:  # checked before any work, like every other option
-        raise OptionError(f"--workers must be >= 1, got {workers}")
+    check_workers(workers)  # before any work, like every other option
     out = atomic.check_writable_dir(out or default_out(label or model, init))  # before any expensive work
     command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")
     t0 = time.perf_counter()

@@ -128,6 +128,12 @@ def analyse_values(values: np.ndarray, options: FitOptions, seed: int) -> tuple[
     return layer_fit, assessment, x_sorted
 
 
+def check_workers(workers) -> None:
+    """The one check of a worker count (fit, compare, scan engines): an OptionError naming the fix."""
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise OptionError(f"--workers must be an integer >= 1, got {workers!r}")
+
+
 def default_workers() -> int:
     """The cores this process may run on (a container's CPU set, not the host's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -172,8 +178,7 @@ def fit_layers(
     each layer's seed comes from its name, and every layer is fitted by the same function.
     At most 2 × workers layers run at once and finished ones are held only until those before
     them are done (:class:`_Window`), so memory stays bounded by a few layers."""
-    if workers < 1:
-        raise OptionError(f"workers must be >= 1, got {workers}")
+    check_workers(workers)
     if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
         for index, layer in enumerate(layers):
             seed = layer_seed(options.seed, layer.name)

@@ -40,8 +40,9 @@ class Engine(ABC):
     extra: ClassVar[str | None] = None  # the pip extra that installs this engine's dependency
 
     def __init__(self, workers: int, address: str | None = None) -> None:
-        if workers < 1:
-            raise WeightdistError(f"--workers must be at least 1, got {workers}")
+        from ..pipeline import check_workers
+
+        check_workers(workers)
         self.workers = workers
         self.address = address
 

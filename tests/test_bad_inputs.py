@@ -232,3 +232,35 @@ def test_mutated_real_checkpoints_load_or_weightdist_error(tmp_path, kind, edits
     path = tmp_path / ("m.safetensors" if kind == "safetensors" else "m.pt")
     path.write_bytes(bytes(data))
     _load_and_extract(path)
+
+
+def test_meta_and_sparse_tensors_are_reported_per_layer(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    dense = torch.randn(16, 8, 3, 3, generator=g)
+    state = {"sparse.weight": dense.to_sparse(), "meta.weight": torch.empty(16, 8, device="meta"),
+             "dense.weight": dense.clone()}
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    out = tmp_path / "report"
+    assert main(["fit", str(path), "--out", str(out), "--no-plots", "--quiet"]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out / "layers.csv", keep_default_na=False)
+    rows = table.drop_duplicates("layer").set_index("layer")
+    assert "meta tensor" in rows.loc["meta.weight", "status"] and rows.loc["meta.weight", "n"] == 0
+    assert "densified" in rows.loc["sparse.weight", "status"]
+    # The densified values are the dense tensor's: the same fits to the last digit.
+    fits = table[table["family"] != ""].set_index(["layer", "family"])["loglik"]
+    assert fits.loc["sparse.weight"].equals(fits.loc["dense.weight"])
+
+
+def test_a_nul_byte_in_a_shard_name_and_an_over_long_out_are_one_line(tmp_path, capsys):
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text('{"weight_map": {"a.weight": "m-1.safetensors\\u0000x"}}')
+    assert main(["fit", str(index), "--out", str(tmp_path / "r"), "--no-plots", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "NUL byte" in err and err.count("\n") == 1
+    assert main(["fit", "resnet20_fashionmnist", "--out", str(tmp_path / ("a" * 300)), "--no-plots", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "longer than this file system allows" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors.index.json"]  # nothing written

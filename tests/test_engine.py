@@ -687,3 +687,48 @@ def test_profile_bounds_by_newton_equal_the_closed_form_on_a_quadratic_profile()
         assert lo == pytest.approx(0.3 - half, abs=1e-7) and hi == pytest.approx(0.3 + half, abs=1e-7)
     lo, hi = profile_bounds_newton(quadratic, 0.3, 0.0, 1.92, (0.1, 0.1), lower=-10, upper=0.4)
     assert hi == 0.4 and lo == pytest.approx(0.3 - half, abs=1e-7)  # the profile never falls 1.92 before the bound: open
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("exponent", [1000, -1030])
+def test_intervals_bootstrap_and_spectrum_near_the_float64_limits_equal_those_at_unit_scale(exponent):
+    from weightdist.core.gof import bootstrap_ks_pvalue
+    from weightdist.core.intervals import parameter_intervals
+    from weightdist.core.spectral import layer_spectral_view
+
+    x = np.sort(np.random.default_rng(6).standard_t(6, 1152))
+    far = np.ldexp(x, exponent)  # exact (subnormals aside): every unit-free result must be the same
+    near_fit, far_fit = fit(x), fit(far)
+    near, away = parameter_intervals(x, near_fit.fits), parameter_intervals(far, far_fit.fits)
+    assert set(near) == set(away) == {"gennorm", "student_t"}
+    for family in near:
+        shape = "beta" if family == "gennorm" else "df"
+        assert away[family][shape].lo == pytest.approx(near[family][shape].lo, rel=1e-6)
+        assert math.ldexp(near[family]["scale"].hi, exponent) == pytest.approx(away[family]["scale"].hi, rel=1e-6)
+    for family in ("gaussian", "gennorm", "student_t"):
+        a = bootstrap_ks_pvalue(x, get_family(family), n_boot=5, seed=3)
+        b = bootstrap_ks_pvalue(far, get_family(family), n_boot=5, seed=3)
+        # (another power of two than 2^exponent reaches the fitter, whose tolerances then round a little differently)
+        assert b.statistic == pytest.approx(a.statistic, rel=1e-4) and abs(b.pvalue - a.pvalue) <= 1 / 6
+    view, note = layer_spectral_view(far, (16, 72), np.random.default_rng(0))
+    assert view is None and "2^±100" in note  # refused in one line, not overflowed
+
+
+def test_one_huge_outlier_still_gets_intervals():
+    from weightdist.core.intervals import parameter_intervals
+
+    x = np.sort(np.r_[np.random.default_rng(7).standard_normal(36_863), 1e30])
+    intervals = parameter_intervals(x, fit(x).fits)
+    assert all(math.isfinite(i.lo) for by_param in intervals.values() for i in by_param.values())
+
+
+def test_bootstrap_survives_replicates_that_collapse_onto_one_value():
+    from weightdist.core.gof import bootstrap_ks_pvalue
+
+    # A law so peaked (gennorm β at its lower bound on a layer of ties) that 8 draws from it are all equal.
+    x = np.sort(np.r_[np.zeros(60), np.random.default_rng(8).standard_normal(4)])
+    for family in ("gaussian", "laplace", "student_t", "gennorm"):
+        result = bootstrap_ks_pvalue(x, get_family(family), n_boot=5, max_n=8, seed=0)
+        assert 0 < result.pvalue <= 1
+    constant = bootstrap_ks_pvalue(np.zeros(20), get_family("gennorm"), n_boot=5, max_n=8, seed=0)
+    assert constant.statistic == 0 and constant.pvalue == 1

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .errors import OptionError
 from .stores import atomic
+from .core.fitting import rescale_exponent
 from .pipeline import FitOptions, LayerResult, check_workers, comparison_table, default_workers, fit_layers, layer_table
 from .reporting.report import RunInfo, options_dict, write_tables
 
@@ -115,6 +116,8 @@ def fit_report(
             chosen = evenly_spaced(total, plot_layers) if total is not None else None
 
             def on_layer(result: LayerResult, x_sorted) -> None:
+                if result.fit.ok and rescale_exponent(x_sorted):
+                    return  # values beyond 2^±100 (near the ends of float64): matplotlib cannot place their ticks
                 if (chosen is None or result.index in chosen) and result.fit.ok:
                     name = f"{result.index:03d}_{safe_filename(result.layer.name)}.png"
                     save_figure(layer_figure(result, x_sorted), stage / "plots" / name)

@@ -200,9 +200,16 @@ def fit(x, families: Sequence[str] | None = None, *, ks: bool = True) -> LayerFi
 SAFE_EXPONENT = 100
 
 
-def _rescale_exponent(x_sorted: np.ndarray) -> int:
-    spread = float(x_sorted[-1]) - float(x_sorted[0])  # Python floats: inf on overflow, no warning
-    size = spread if math.isfinite(spread) and spread > 0 else max(abs(float(x_sorted[0])), abs(float(x_sorted[-1])))
+def rescale_exponent(x_sorted: np.ndarray) -> int:
+    """e such that x·2^−e has a spread near 1, where the spread lies outside 2^±SAFE_EXPONENT; else 0. Every stage
+    that squares or inverts values (fits, intervals, the bootstrap) works on x·2^−e: exact, and unit-free."""
+    return range_exponent(float(x_sorted[0]), float(x_sorted[-1]))
+
+
+def range_exponent(lo: float, hi: float) -> int:
+    """:func:`rescale_exponent` of values from ``lo`` to ``hi``."""
+    spread = hi - lo  # Python floats: inf on overflow, no warning
+    size = spread if math.isfinite(spread) and spread > 0 else max(abs(lo), abs(hi))
     exponent = math.frexp(size)[1]
     return exponent if abs(exponent) > SAFE_EXPONENT else 0
 
@@ -222,7 +229,7 @@ def fit_sorted(x_sorted: np.ndarray, n_nonfinite: int, chosen: Sequence[Family],
     if status not in ("ok", "quantised"):
         return LayerFit(n=x_sorted.size, n_nonfinite=n_nonfinite, status=status, n_zero_excluded=n_zero,
                         n_distinct=n_distinct)
-    exponent = _rescale_exponent(x_sorted)
+    exponent = rescale_exponent(x_sorted)
     x_fit = np.ldexp(x_sorted, -exponent) if exponent else x_sorted
     cells = cells_of(x_fit) if status == "quantised" else None
     spread = dequantised(cells) if cells is not None else None

@@ -23,7 +23,7 @@ from . import kernels
 from .discrete import Cells, cell_logprob
 from .families import Family, get_family, label_of
 from .families.base import blocks
-from .fitting import FamilyFit, LayerFit
+from .fitting import FamilyFit, LayerFit, rescale_exponent
 from .ks import ks_statistic
 
 DECISIVE_Z = 3.29  # two-sided p < 0.001
@@ -99,12 +99,18 @@ def bootstrap_ks_pvalue(x_sorted: np.ndarray, family: Family, *, n_boot: int, ma
     subsampled = x_sorted.size > max_n
     if subsampled:
         data = np.sort(rng.choice(x_sorted, size=max_n, replace=False))
+    exponent = rescale_exponent(data)  # as the fits do, near the ends of float64: the KS statistic is unit-free
+    data = np.ldexp(data, -exponent) if exponent else data
 
-    def statistic(sample_sorted: np.ndarray) -> tuple[float, Mapping[str, float]]:
+    def statistic(sample_sorted: np.ndarray) -> tuple[float, Mapping[str, float] | None]:
+        if sample_sorted[0] == sample_sorted[-1]:  # every value equal (a law so peaked that its draws collapse,
+            return 0.0, None  # or a small subsample of tied values): the refit is that point mass, at KS distance 0
         params = family.fit(sample_sorted).params
         return ks_statistic(sample_sorted, lambda v: family.cdf(v, params)), params
 
     observed, params = statistic(data)
+    if params is None:  # nothing to draw replicates from: the data are one tied value, fitted exactly
+        return BootstrapKS(observed, 1.0, n_boot, data.size, subsampled, seed)
     null = np.empty(n_boot)
     for b in range(n_boot):
         null[b] = statistic(np.sort(family.sample(data.size, params, rng)))[0]

@@ -28,6 +28,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import kernels
+from .fitting import rescale_exponent
 from .families.base import blocks
 from .families.gennorm import BETA_MAX, BETA_MIN, _Profile, beta_derivatives
 from .families.student_t import DF_CAP, DF_FLOOR, _derivatives, _log_norm
@@ -215,8 +216,12 @@ class _TProfile:
         return sum(float(np.log1p(block / c).sum()) for block in blocks(self.r2))
 
     @staticmethod
-    def _degree(rho: float) -> int:
-        return int(min(max(math.ceil(15 * math.log(10) / math.log(rho)), 6), 120))  # error ~ rho^-degree
+    def _degree(rho: float) -> int | float:
+        """Chebyshev degree for ~1e-15 accuracy when the error falls as rho^-degree; inf (never the cheaper
+        variable) where rho rounds to 1: a singularity on the interval itself (one huge outlier in v)."""
+        if not rho > 1:
+            return math.inf
+        return int(min(max(math.ceil(15 * math.log(10) / math.log(rho)), 6), 120))
 
     def interpolate(self, u_lo: float, u_hi: float, v_max: float) -> None:
         """Chebyshev interpolant of G in u on [u_lo, u_hi] or in v on [0, v_max], whichever is cheaper."""
@@ -325,8 +330,20 @@ def parameter_intervals(x_sorted: np.ndarray, fits: Mapping[str, object], level:
     out = {}
     for name, f in fits.items():
         if name in INTERVALS and not getattr(f, "degenerate", False) and all(math.isfinite(v) for v in f.params.values()):
-            out[name] = INTERVALS.get(name)(x_sorted, f.params, level)
+            out[name] = _rescaled(INTERVALS.get(name), x_sorted, f.params, level)
     return out
+
+
+def _rescaled(method, x_sorted: np.ndarray, params: Mapping[str, float], level: float) -> dict[str, Interval]:
+    """``method`` on x·2^−e with e from :func:`rescale_exponent` (0 for every ordinary layer), as the fits are
+    made: values near the ends of float64 would overflow or vanish when squared. Shapes do not change with
+    units; loc, scale and the scale's interval are scaled exactly by 2^e."""
+    e = rescale_exponent(x_sorted)
+    if not e:
+        return method(x_sorted, params, level)
+    unit = {k: (math.ldexp(v, -e) if k in ("loc", "scale") else v) for k, v in params.items()}
+    return {p: Interval(math.ldexp(i.lo, e), math.ldexp(i.hi, e), i.method) if p == "scale" else i
+            for p, i in method(np.ldexp(x_sorted, -e), unit, level).items()}
 
 
 OUTLIER_TAIL = 1e-6  # two-sided: weights beyond the fitted law's 5e-7 and 1 − 5e-7 quantiles

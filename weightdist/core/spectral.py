@@ -27,6 +27,8 @@ import numpy as np
 from scipy import stats
 from threadpoolctl import ThreadpoolController
 
+from .fitting import SAFE_EXPONENT, range_exponent
+
 MAX_SVD_DIM = 4096
 MIN_TAIL = 10  # a power-law tail is fitted to at least this many eigenvalues
 # 99 % quantile of the Tracy–Widom (β = 1) law (Tracy & Widom 1996, tabulated by Bejan 2005).
@@ -215,6 +217,8 @@ def layer_spectral_view(values: np.ndarray, shape: tuple[int, ...], rng: np.rand
         return None, "values do not fill the tensor's shape"
     if not np.all(np.isfinite(values)):
         return None, "non-finite values"
+    if values.size and range_exponent(float(values.min()), float(values.max())):
+        return None, f"values beyond 2^±{SAFE_EXPONENT}: their squared singular values overflow or vanish in float64"
     w = as_matrix(values, shape)
     if min(w.shape) < 2:
         return None, f"matrix {w.shape[0]}x{w.shape[1]} has fewer than 2 eigenvalues"

@@ -297,6 +297,8 @@ INDEX_LIMIT = 256 * 2**20  # the largest real indexes are a few MB
 def _check_shard(index: Path, file: str) -> None:
     """A shard named by ``index`` must be a regular file whose real path stays beside the index: the
     name is checked, and so is where symlinks lead (checking the text alone let a link read any file)."""
+    if "\0" in file:
+        raise CheckpointError(f"{index}: shard name {file!r} holds a NUL byte, which no file name can; fix or regenerate the index")
     if not file or Path(file).is_absolute() or ".." in Path(file).parts:
         raise CheckpointError(f"{index}: shard path {file!r} leaves the index's folder; shards must sit beside their index")
     path = index.parent / file

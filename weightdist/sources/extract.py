@@ -161,7 +161,7 @@ SKIP_REASONS = ("non-tensor values", "integer, boolean or complex tensors", "ten
 def _alias_key(tensor) -> tuple | None:
     """What makes two in-memory tensors the same weights: one storage seen the same way (tied weights,
     or a file holding many views of one storage, analysed once instead of once per view)."""
-    if not isinstance(tensor, torch.Tensor) or tensor.is_quantized or tensor.device.type == "meta":
+    if not isinstance(tensor, torch.Tensor) or tensor.is_quantized or tensor.device.type == "meta" or tensor.layout != torch.strided:
         return None
     return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
 
@@ -288,6 +288,12 @@ def read_layer(model, layer: LayerInfo | str, max_per_layer: int | None = None, 
                      note=f"{what} buffer ({layer.dtype}), not analysed")
     check_materialised_bytes(layer, max_per_layer, max_tensor_bytes)
     tensor = opened.read(layer.name)
+    layout_note = ""
+    if tensor.device.type == "meta":  # saved from a model built on the meta device: shapes without values
+        return Layer(layer.name, layer.kind, layer.shape, layer.numel, None, layer.dtype, np.empty(0),
+                     note="meta tensor (saved without values), not analysed")
+    if tensor.layout != torch.strided:  # sparse COO/CSR: its values are the dense tensor's (the size checked above)
+        tensor, layout_note = tensor.to_dense(), f"sparse tensor ({str(tensor.layout).removeprefix('torch.')}), densified"
     subsampled_from = None
     if max_per_layer is not None and tensor.numel() > max_per_layer:
         rng = np.random.default_rng([seed, zlib_crc(layer.name)])
@@ -300,6 +306,7 @@ def read_layer(model, layer: LayerInfo | str, max_per_layer: int | None = None, 
         values, note = to_float64(tensor)
     if layer.quantized and not note:
         note = f"{layer.quantized} quantized, dequantized"
+    note = note or layout_note
     return Layer(layer.name, layer.kind, layer.shape, layer.numel, layer.fan_in, layer.dtype, values, subsampled_from, note,
                  layer.quantized)
 

@@ -180,12 +180,37 @@ def _reserved(name: str) -> bool:
     return name.endswith((_LOCK, _STAGING, _OLD))
 
 
+def check_path_name(out: Path) -> None:
+    """An --out no file system can hold (a NUL byte, a name past NAME_MAX) is a one-line error, not an OSError later."""
+    if "\0" in str(out):
+        raise OutputError(f"cannot write to {str(out)!r}: a path cannot hold a NUL byte; choose another --out")
+    limit = 255
+    try:
+        limit = os.pathconf(_existing_parent(out), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        pass
+    # Staging and parked copies add a suffix to the last name (.<name>.weightdist-staging): leave room for it.
+    room = max(len(_STAGING), len(_OLD), len(_LOCK)) + 2
+    for part in out.parts:
+        if len(os.fsencode(part)) + (room if part == out.name else 0) > limit:
+            raise OutputError(f"cannot write to {out}: the name {part[:40]!r}… is longer than this file system allows "
+                              f"({limit} bytes, less {room} for weightdist's working suffix); choose a shorter --out")
+
+
+def _existing_parent(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
 def check_writable_dir(out: str | os.PathLike) -> Path:
     """Fail before any work if ``out`` cannot become a folder we can write in.
 
     A report replaces its folder whole, so an existing folder must be empty or a
     previous weightdist output: never a user's own folder (or the current one)."""
     out = Path(out)
+    check_path_name(out)
     real = _real(out)
     if _reserved(real.name):
         raise OutputError(f"cannot write report to {out}: names ending in {_STAGING}, {_OLD} or {_LOCK} are weightdist's "
@@ -207,6 +232,7 @@ def check_writable_dir(out: str | os.PathLike) -> Path:
 def check_writable_file(out: str | os.PathLike) -> Path:
     """Fail before any work if the single file ``out`` cannot be written (its folder is made if needed)."""
     out = Path(out)
+    check_path_name(out)
     if out.is_dir():
         raise OutputError(f"cannot write {out}: it is a folder; pass a file name as --out")
     _check_creatable(out)

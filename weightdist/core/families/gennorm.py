@@ -193,6 +193,8 @@ def _joint_at(x_sorted: np.ndarray, mu: float, beta: float):
     n = x_sorted.size
     lo, hi = int(np.searchsorted(x_sorted, mu, "left")), int(np.searchsorted(x_sorted, mu, "right"))
     m = max(abs(float(x_sorted[0]) - mu), abs(float(x_sorted[-1]) - mu))
+    if not 0 < m < math.inf:  # every value at μ (a constant bootstrap replicate), or a spread beyond float64
+        return -math.inf, None, None
     sums = kernels.gennorm_sums((x_sorted[:lo], x_sorted[hi:]), mu, m, beta)
     s0 = sums[0]
     if not (s0 > 0 and math.isfinite(s0)):
@@ -382,8 +384,9 @@ def _start(x_sorted: np.ndarray) -> tuple[float, float]:
         np.exp(a, out=a)
         return -profile_loglik_per_value(sub.size, beta, beta * math.log(top) + math.log(float(np.sum(a))))
 
-    res = optimize.minimize(neg, [mu0, math.log(1.5)], method="Nelder-Mead",
-                            options={"xatol": 1e-3 * spread, "fatol": 1e-5, "initial_simplex": [[mu0, 0.4], [mu0 + 0.01 * spread, 0.4], [mu0, 0.8]]})
+    with np.errstate(invalid="ignore"):  # inf - inf among the simplex values where neg is inf: not the user's concern
+        res = optimize.minimize(neg, [mu0, math.log(1.5)], method="Nelder-Mead",
+                                options={"xatol": 1e-3 * spread, "fatol": 1e-5, "initial_simplex": [[mu0, 0.4], [mu0 + 0.01 * spread, 0.4], [mu0, 0.8]]})
     return float(res.x[0]), float(min(max(math.exp(res.x[1]), BETA_MIN), BETA_MAX))
 
 

@@ -103,3 +103,49 @@ def test_every_unknown_name_is_an_unknown_name_error():
         with pytest.raises(UnknownNameError) as caught:
             lookup()
         assert "unknown" in str(caught.value) and "\n" not in str(caught.value), what
+
+
+def test_bad_argument_types_and_empty_names_are_one_line(capsys, tmp_path):
+    for argv, expected in ((["fit", "--workers", "abc"], "invalid int value: 'abc'"),
+                           (["fit", "--max-tensor-bytes", "4X"], "is not a size"),
+                           (["fit", ""], "the model name is empty"),
+                           (["fit", "--out", ""], "--out is empty"),
+                           (["fit", "--families", ",", "--out", str(tmp_path / "r")], "no family given")):
+        try:
+            code = cli.main(argv)
+        except SystemExit as exc:  # argparse's own errors leave through SystemExit, with our one line
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err and err.count("\n") == 1, (argv, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_never_replaces_an_input_report(tmp_path, capsys):
+    report = tmp_path / "fitted"
+    assert cli.main(["fit", "resnet20_fashionmnist", "--include", "^conv1", "--out", str(report), "--no-plots", "--quiet"]) == 0
+    before = sorted(p.name for p in report.iterdir())
+    assert cli.main(["compare", str(report), "--out", str(report)]) == 2
+    assert "would replace the input" in capsys.readouterr().err
+    assert cli.main(["compare", str(report), "--out", str(tmp_path)]) == 2  # nor the folder holding it
+    assert sorted(p.name for p in report.iterdir()) == before and "layers.csv" in before
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "weightdist", "fit", "resnet20_fashionmnist", "--bootstrap", "200",
+                             "--out", str(out), "--no-plots", "--quiet", "--workers", "2"],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".weightdist-staging") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)  # until the run is under way,
+    time.sleep(2.0)  # and past forking its workers (a signal inside Python's at-fork hooks is lost, as Ctrl-C's is)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # no staging folder, no lock, no half-written report

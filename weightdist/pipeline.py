@@ -55,6 +55,8 @@ class FitOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.families is not None and not self.families:
+            raise OptionError("families: no family given; name one or more (see 'weightdist families'), or leave it out for all")
         resolve_families(self.families)  # fail early on unknown names (UnknownNameError)
         object.__setattr__(self, "kinds", _normalise_kinds(self.kinds))
         _compile("include", self.include)
@@ -143,6 +145,7 @@ def _worker_init() -> None:
     """Each worker leaves Ctrl-C to the parent, and exits with it. (Its BLAS keeps the parent's thread
     count: a different count sums in a different order, and the numbers must not depend on --workers.)"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler (which turns SIGTERM into cleanup): just exit
     exit_with_parent()
 
 
@@ -179,6 +182,7 @@ def fit_layers(
     At most 2 × workers layers run at once and finished ones are held only until those before
     them are done (:class:`_Window`), so memory stays bounded by a few layers."""
     check_workers(workers)
+    workers = min(workers, default_workers())  # more processes than cores only add memory (the numbers are the same)
     if workers == 1 or "fork" not in multiprocessing.get_all_start_methods():
         for index, layer in enumerate(layers):
             seed = layer_seed(options.seed, layer.name)

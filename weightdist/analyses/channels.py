@@ -10,6 +10,7 @@ from the layer's median.
 """
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.families import get_family
-from ..core.fitting import MIN_N, fit_sorted, prepare, resolve_families
+from ..core.fitting import MIN_N, fit_sorted, prepare, rescale_exponent, resolve_families
 from ..errors import WeightdistError
 
 DEFAULT_MIN_CHANNEL_SIZE = 32  # fewer values per channel give shape estimates too noisy to compare
@@ -49,6 +50,8 @@ def channel_size(shape: Sequence[int]) -> int:
 def robust_z(values: np.ndarray) -> np.ndarray:
     """Modified z-score 0.6745 (x - median) / MAD; 0 where the MAD is 0 (no spread to compare with)."""
     v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).any():  # e.g. log(0) for every channel's std (values that vanish in float64)
+        return np.zeros_like(v)
     med = np.nanmedian(v)
     mad = np.nanmedian(np.abs(v - med))
     if not mad > 0:
@@ -67,7 +70,8 @@ def fit_channels(layer_name: str, kind: str, shape: Sequence[int], values: np.nd
         if not res.ok:
             rows.append({"layer": layer_name, "kind": kind, "channel": channel, "n": res.n, "status": res.status, "family": ""})
             continue
-        std = float(np.std(x_sorted))
+        e = rescale_exponent(x_sorted)  # values near the ends of float64: their squares would overflow or vanish
+        std = math.ldexp(float(np.std(np.ldexp(x_sorted, -e))), e) if e else float(np.std(x_sorted))
         for name, f in res.fits.items():
             rows.append({"layer": layer_name, "kind": kind, "channel": channel, "n": res.n, "status": res.status,
                          "std": std, "family": name, **{p: float(v) for p, v in f.params.items()}, "aic": f.aic,
@@ -94,7 +98,8 @@ def summarise_layer(table: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     deviation has a robust z-score beyond ±OUTLIER_Z."""
     fitted = table[table["family"] != ""]
     summary: dict = {"layer": table["layer"].iloc[0], "kind": table["kind"].iloc[0],
-                     "channels": int(table["channel"].nunique()), "channels_fitted": int(fitted["channel"].nunique())}
+                     "channels": int(table["channel"].nunique()), "channels_fitted": int(fitted["channel"].nunique()),
+                     "outlier_channels": 0}  # (a layer whose every channel is constant or binary has none fitted)
     if fitted.empty:
         return summary, pd.DataFrame()
     best = fitted[fitted["is_best"].astype(bool)]

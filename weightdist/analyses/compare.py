@@ -6,6 +6,7 @@ reports costs nothing; anything else goes through the same pipeline as `fit`.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -105,7 +106,7 @@ def compare_report(items: Sequence[str], out: str | Path, *, options: FitOptions
 
     if len(items) < 1:
         raise WeightdistError("compare needs at least one model or report folder")
-    out = atomic.check_writable_dir(out)
+    out = atomic.check_writable_dir(out, inputs=[item for item in items if os.path.lexists(item)])  # never an input report
     tables = _unique_labels([loaded for item in items for loaded in load_tables(item, options)])
     table = cross_model_table(tables)
     with atomic.staged_dir(out) as stage:

@@ -50,8 +50,9 @@ def esd_figure(view: SpectralView, title: str):
     if math.isfinite(tail.alpha):
         share = tail.n_tail / lam.size
         x = np.geomspace(tail.xmin, lam.max(), 100)
-        ax_c.loglog(x, share * (x / tail.xmin) ** (1 - tail.alpha), "-", color="tab:red",
-                    label=f"power law α={tail.alpha:.2f} from xmin={tail.xmin:.3g}")
+        with np.errstate(over="ignore", divide="ignore"):  # a drawing: a curve past float64's range is just not drawn
+            curve = share * (x / tail.xmin) ** (1 - tail.alpha)
+        ax_c.loglog(x, curve, "-", color="tab:red", label=f"power law α={tail.alpha:.2f} from xmin={tail.xmin:.3g}")
     ax_c.set_xlabel("eigenvalue")
     ax_c.set_ylabel("P(λ ≥ x)")
     ax_c.legend(fontsize=7, frameon=False)

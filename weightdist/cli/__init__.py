@@ -3,12 +3,15 @@ place that turns library errors into a single stderr line and an exit code."""
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from typing import Sequence
 
-from ..errors import WeightdistError
+from ..errors import OptionError, WeightdistError
 from ..sources.extract import DEFAULT_KINDS, KINDS
 
 EXIT_BUG = 1
@@ -147,8 +150,36 @@ def cmd_findings(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the tool's error policy: a bad option is one line and exit code 2, not the usage block."""
+
+    def error(self, message: str):
+        print(f"weightdist: error: {' '.join(message.split())}; see '{self.prog} --help'", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
+
+
+def _check_not_empty(args: argparse.Namespace) -> None:
+    """An empty model name or --out is a mistake (a shell variable that was not set), not a request for the default."""
+    for name in ("model", "out", "models"):
+        value = getattr(args, name, None)
+        if value == "" or (isinstance(value, list) and "" in value):
+            what = {"out": "--out", "model": "the model name", "models": "a model name"}[name]
+            raise OptionError(f"{what} is empty; pass a name" + ("" if name == "models" else ", or leave it out for the default"))
+
+
+_CLI_PID = os.getpid()
+
+
+def _interrupt_on_sigterm(signum, frame):
+    """`timeout`, `kill`: clean up as on Ctrl-C (the staging folder and the lock). A worker forked a moment ago
+    still holds this handler until its initializer runs: there it just exits, as SIGTERM's default would."""
+    if os.getpid() != _CLI_PID:
+        os._exit(128 + signum)
+    raise KeyboardInterrupt
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weightdist", description="Which distribution do a trained network's weights follow? Measured per layer.")
+    parser = _Parser(prog="weightdist", description="Which distribution do a trained network's weights follow? Measured per layer.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -230,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     # The one error policy: a WeightdistError is the user's to fix (one line, its exit code);
     # anything else is our bug (its traceback, and a request to report it).
+    previous_sigterm = signal.signal(signal.SIGTERM, _interrupt_on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
+        _check_not_empty(args)
         return int(args.func(args) or 0)
     except WeightdistError as exc:
         if args.debug:
@@ -246,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"weightdist: internal error (a bug, not your input): please report it with the traceback above "
               f"and the command `{args.command_line}`", file=sys.stderr)
         return EXIT_BUG
+    finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterable, Iterator
 
-from ..pipeline import exit_with_parent
+from ..pipeline import default_workers, exit_with_parent
 from . import Engine, EngineUnavailable, WorkerDied, register_engine
 
 MAX_FRUITLESS_POOLS = 6  # a unit that kills its worker breaks at most two pools in a row
@@ -37,6 +38,7 @@ def _init_worker() -> None:
     threadpool_limits(limits=1)  # and for those spawn already loaded (the parent's __main__ is re-imported first)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker must not run the CLI's SIGTERM cleanup: just exit
     exit_with_parent()
 
 
@@ -54,6 +56,7 @@ class LocalEngine(Engine):
     def _new_pool(self) -> ProcessPoolExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        self.workers = min(self.workers, default_workers())  # more processes than cores only add memory
         self._pool = ProcessPoolExecutor(self.workers, mp_context=self._context, initializer=_init_worker)
         return self._pool
 

@@ -34,7 +34,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..errors import OutputError, WeightdistError
 from ..untrusted import UntrustedFileError, read_capped
@@ -204,14 +204,19 @@ def _existing_parent(path: Path) -> Path:
     return Path(".")
 
 
-def check_writable_dir(out: str | os.PathLike) -> Path:
+def check_writable_dir(out: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> Path:
     """Fail before any work if ``out`` cannot become a folder we can write in.
 
     A report replaces its folder whole, so an existing folder must be empty or a
-    previous weightdist output: never a user's own folder (or the current one)."""
+    previous weightdist output: never a user's own folder (or the current one), and never one
+    of the command's ``inputs`` (a report being compared) or a folder holding or inside one."""
     out = Path(out)
     check_path_name(out)
     real = _real(out)
+    for item in inputs:
+        source = _real(Path(item))
+        if source == real or real in source.parents or source in real.parents:
+            raise OutputError(f"cannot write report to {out}: it would replace the input {item}; choose another --out")
     if _reserved(real.name):
         raise OutputError(f"cannot write report to {out}: names ending in {_STAGING}, {_OLD} or {_LOCK} are weightdist's "
                           "own working names; choose another --out")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import OptionError
-from .sources.extract import DEFAULT_KINDS, SELECTION_BOUNDS, Layer, _compile, _normalise_kinds, check_selection
+from .sources.extract import DEFAULT_KINDS, SELECTION_BOUNDS, Layer, _compile, _normalise_kinds, check_int, check_selection
 from .core.families import get_family, param_columns
 from .core.fitting import LayerFit, fit_sorted, prepare, resolve_families
 from .core.intervals import Interval, count_outside, outlier_bounds, parameter_intervals
@@ -51,10 +51,8 @@ class FitOptions:
     def __post_init__(self) -> None:
         """The one place options are checked: every problem is an OptionError naming the fix."""
         check_selection(**{name: getattr(self, name) for name in SELECTION_BOUNDS})  # the same rules as extraction's
-        for name, low in (("n_boot", 0), ("boot_max_n", 8)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_int("n_boot", self.n_boot, 0)
+        check_int("boot_max_n", self.boot_max_n, 8)
         if self.families is not None and not self.families:
             raise OptionError("families: no family given; name one or more (see 'weightdist families'), or leave it out for all")
         resolve_families(self.families)  # fail early on unknown names (UnknownNameError)
@@ -132,8 +130,7 @@ def analyse_values(values: np.ndarray, options: FitOptions, seed: int) -> tuple[
 
 def check_workers(workers) -> None:
     """The one check of a worker count (fit, compare, scan engines): an OptionError naming the fix."""
-    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
-        raise OptionError(f"--workers must be an integer >= 1, got {workers!r}")
+    check_int("--workers", workers, 1)
 
 
 def default_workers() -> int:

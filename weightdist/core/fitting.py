@@ -214,10 +214,15 @@ def range_exponent(lo: float, hi: float) -> int:
     return exponent if abs(exponent) > SAFE_EXPONENT else 0
 
 
+def scaled_params(params: Mapping[str, float], exponent: int) -> Params:
+    """The parameters of the same law for x·2^e: location and scale times 2^e, shapes unchanged."""
+    return Params({k: (math.ldexp(v, exponent) if k in ("loc", "scale") else v) for k, v in params.items()})
+
+
 def _unscale(f: FamilyFit, exponent: int, quantised: bool) -> FamilyFit:
     """The fit on x·2^−e mapped back to x: location and scale times 2^e; a density's
     log-likelihood loses n·e·log 2 (cell probabilities are unchanged)."""
-    params = Params({k: (math.ldexp(v, exponent) if k in ("loc", "scale") else v) for k, v in f.params.items()})
+    params = scaled_params(f.params, exponent)
     loglik = f.loglik if quantised else f.loglik - f.n * exponent * math.log(2)
     return dataclasses.replace(f, params=params, loglik=loglik)
 

@@ -23,7 +23,7 @@ from . import kernels
 from .discrete import Cells, cell_logprob
 from .families import Family, get_family, label_of
 from .families.base import blocks
-from .fitting import FamilyFit, LayerFit, rescale_exponent
+from .fitting import FamilyFit, LayerFit, range_exponent, rescale_exponent
 from .ks import ks_statistic
 
 DECISIVE_Z = 3.29  # two-sided p < 0.001
@@ -212,22 +212,21 @@ def _hill(top: np.ndarray, k: int) -> float:
 def excess_kurtosis(x: np.ndarray) -> float:
     """m4 / m2² − 3 with central moments (``scipy.stats.kurtosis(x, bias=True)``), block by block.
 
-    Fourth powers of values beyond ~1e77 overflow; the kurtosis does not depend on scale, so such
-    values are divided by their largest magnitude first (and only then: other layers keep their exact sums)."""
+    Fourth powers of values near the ends of float64 overflow or vanish; the kurtosis does not depend
+    on scale, so such values are taken times 2^−e as the fits take them (:func:`range_exponent`)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        kurtosis = _excess_kurtosis(x, 1.0)
-        if math.isnan(kurtosis) or math.isinf(kurtosis):
-            scale = float(np.max(np.abs(x))) if x.size else 0.0
-            if math.isfinite(scale) and scale > 0:
-                kurtosis = _excess_kurtosis(x, scale)
+        kurtosis = _excess_kurtosis(x)
+    if not math.isfinite(kurtosis) and x.size:  # (only then the range: no extra passes on ordinary layers)
+        e = range_exponent(float(np.min(x)), float(np.max(x)))
+        kurtosis = _excess_kurtosis(np.ldexp(x, -e)) if e else kurtosis
     return kurtosis
 
 
-def _excess_kurtosis(x: np.ndarray, scale: float) -> float:
-    mean = float(np.mean(x, dtype=np.float64)) if scale == 1.0 else sum(float((b / scale).sum()) for b in blocks(x)) / x.size
+def _excess_kurtosis(x: np.ndarray) -> float:
+    mean = float(np.mean(x, dtype=np.float64))
     m2 = m4 = 0.0
     for block in blocks(x):
-        c2 = ((block if scale == 1.0 else block / scale) - mean) ** 2
+        c2 = (block - mean) ** 2
         m2, m4 = m2 + float(c2.sum()), m4 + kernels.dot(c2, c2)
     return (m4 / x.size) / (m2 / x.size) ** 2 - 3.0 if m2 > 0 else math.nan
 

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import optimize, special
 
 from . import kernels
-from .fitting import rescale_exponent
+from .fitting import rescale_exponent, scaled_params
 from .families.base import blocks
 from .families.gennorm import BETA_MAX, BETA_MIN, _Profile, beta_derivatives
 from .families.student_t import DF_CAP, DF_FLOOR, _derivatives, _log_norm
@@ -341,9 +341,8 @@ def _rescaled(method, x_sorted: np.ndarray, params: Mapping[str, float], level: 
     e = rescale_exponent(x_sorted)
     if not e:
         return method(x_sorted, params, level)
-    unit = {k: (math.ldexp(v, -e) if k in ("loc", "scale") else v) for k, v in params.items()}
     return {p: Interval(math.ldexp(i.lo, e), math.ldexp(i.hi, e), i.method) if p == "scale" else i
-            for p, i in method(np.ldexp(x_sorted, -e), unit, level).items()}
+            for p, i in method(np.ldexp(x_sorted, -e), scaled_params(params, -e), level).items()}
 
 
 OUTLIER_TAIL = 1e-6  # two-sided: weights beyond the fitted law's 5e-7 and 1 − 5e-7 quantiles

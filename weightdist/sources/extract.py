@@ -131,14 +131,18 @@ def _compile(arg: str, pattern: str | None):
 SELECTION_BOUNDS = {"min_size": (1, False), "max_per_layer": (8, True), "seed": (0, False), "max_tensor_bytes": (8, True)}
 
 
+def check_int(name: str, value, low: int) -> None:
+    """The one integer-option check (selection knobs, bootstrap sizes, --workers): an OptionError naming the fix."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def check_selection(**values) -> None:
     """Raise an OptionError naming the fix for any selection knob (see SELECTION_BOUNDS) out of range."""
     for name, value in values.items():
         low, none_ok = SELECTION_BOUNDS[name]
-        if value is None and none_ok:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise OptionError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (value is None and none_ok):
+            check_int(name, value, low)
 
 
 def _normalise_kinds(kinds) -> tuple[str, ...]:

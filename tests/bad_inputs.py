@@ -102,6 +102,15 @@ def _unknown_protocol(tmp: Path) -> Path:
     return path
 
 
+def _protocol0_payload(tmp: Path) -> Path:
+    """A payload pickled with protocol 0 (text opcodes torch.save never writes): refused before anything runs."""
+    import pickle
+
+    path = tmp / "old0.pth"
+    path.write_bytes(pickle.dumps({"x": Payload(tmp / MARKER_NAME), "w": [1.0, 2.0]}, protocol=0))
+    return path
+
+
 def _zip_not_torch(tmp: Path) -> Path:
     import zipfile
 
@@ -176,6 +185,8 @@ BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("empty-safetensors", write("empty.safetensors", b""), r"empty\.safetensors is empty"),
     ("three-byte-safetensors", write("tiny.safetensors", b"\x01\x02\x03"), r"tiny\.safetensors: invalid safetensors file"),
     ("legacy-pickle-unknown-protocol", _unknown_protocol, r"proto\.pt: not a (readable )?PyTorch checkpoint"),
+    ("pickle-protocol-0-payload", _protocol0_payload,
+     r"old0\.pth: not a PyTorch checkpoint \(its pickle uses opcode '.', which the safe unpickler refuses .*nothing in it was run\)"),
     ("zip-but-not-torch", _zip_not_torch, r"archive\.pth: not a (readable )?PyTorch checkpoint"),
     ("index-not-json", lambda tmp: _index(tmp, "model.safetensors.index.json", "{not json"), r"model\.safetensors\.index\.json: not a shard index"),
     ("index-shard-missing", lambda tmp: _index(tmp, "model.safetensors.index.json", {"a.weight": "model-00001-of-00001.safetensors"}),

@@ -16,7 +16,7 @@ from scipy import stats
 
 from weightdist.cli import main
 from weightdist.core.families import FAMILIES, Estimate, Family, get_family, register_family
-from weightdist.core.families.base import Params, Shape
+from weightdist.core.families.base import Claim, Params, Shape
 from weightdist.core.fitting import fit
 
 NAME = "dweibull_test"
@@ -28,9 +28,10 @@ class DoubleWeibull(Family):
 
     name = NAME
     label = "double Weibull"
-    shapes = (Shape("c_dw", "c", 0.05, 50.0, "c = 1 is Laplace"),)
+    shapes = (Shape("c_dw", "c", 0.05, 50.0, "c = 1 is Laplace", low="peaked", high="flat-topped"),)
     headline = "c_dw"
     beats = ("gaussian",)
+    claims = (Claim("Weights are sharply peaked", "<", 1.2, support=NAME),)  # findings checks it with no edit there
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:
         c, loc, scale = stats.dweibull.fit(x_sorted)
@@ -123,7 +124,23 @@ def test_registration_checks_the_declarations(plugin):
 
     with pytest.raises(TypeError, match="already"):  # its headline names summary columns: one family each
         register_family(Clash)
+
+    class Unfounded(DoubleWeibull):  # a claim needs a headline shape to be tested on
+        name = "clash_test"
+        headline = None
+
+    with pytest.raises(TypeError, match="no headline"):
+        register_family(Unfounded)
     assert "clash_test" not in FAMILIES
+    with pytest.raises(TypeError, match="op '=='"):
+        Claim("Weights are round", "==", 1.0)
+
+
+def test_a_claim_holds_by_its_operator_and_never_on_a_missing_median():
+    medians = np.array([0.5, 1.2, 3.0, np.nan])
+    for op, ref in (("<", medians < 1.2), ("≤", medians <= 1.2), (">", medians > 1.2), ("≥", medians >= 1.2)):
+        assert Claim("q", op, 1.2).holds(medians).tolist() == ref.tolist()
+    assert not Claim("q", "≥", 0.0).holds(medians)[3]  # NaN: not tested, never "holds"
 
 
 def test_a_registered_family_reaches_tables_report_compare_findings(plugin, checkpoint, tmp_path):
@@ -157,7 +174,15 @@ def test_a_registered_family_reaches_tables_report_compare_findings(plugin, chec
     assert f"wins_{NAME}" in cross and (compare / "plots" / "c_dw_by_depth.png").is_file()
 
     assert main(["findings", str(reports), "--out", str(tmp_path / "README.md")]) == 0
-    assert "median c" in (tmp_path / "README.md").read_text()
+    readme = (tmp_path / "README.md").read_text()
+    assert "median c" in readme and "`dweibull_test>gaussian`: layers where double Weibull has a lower AIC than Gaussian" in readme
+    # The family's declared claim is checked on the report's median c, with its AIC wins as support.
+    claim = next(line for line in readme.splitlines() if "Weights are sharply peaked" in line)
+    median_c = rows["c_dw"].median()
+    assert claim.startswith('- **"Weights are sharply peaked"** (median double Weibull c < 1.2): ')
+    assert (f"holds for tiny; fails for no trained model." if median_c < 1.2 else "holds for no trained model; fails for tiny.") in claim
+    assert f"double Weibull beats Gaussian (AIC) in {summary[f'{NAME}_beats_gaussian']}/3 layers of tiny." in claim
+    assert "- By c: most peaked kind **" in readme and "| median c |" in readme  # and the layer-kind breakdown
 
 
 def test_unknown_family_is_one_error_type_everywhere(plugin):

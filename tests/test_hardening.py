@@ -250,6 +250,22 @@ def test_negative_seed_is_one_line_without_numpy_text(tmp_path, capsys):
     assert not re.search(r"SeedSequence|expected non-negative|numpy|int\(\)", err), err  # numpy's own words, as once shown
 
 
+def test_plot_layers_below_zero_is_one_line_and_zero_draws_the_overview_only(tmp_path, capsys):
+    for command in (["fit"], ["fit", "--granularity", "channel"]):
+        assert main([*command, "--plot-layers", "-2", "--out", str(tmp_path / "neg"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--plot-layers must be an integer >= 0, got -2" in err
+        assert not (tmp_path / "neg").exists()
+    assert main(["fit", "--plot-layers", "0", "--out", str(tmp_path / "r"), "--quiet", "--include", "layer1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "r" / "plots").iterdir()) == ["overview.png"]
+
+
+def test_a_huge_unknown_name_is_shortened_in_its_one_line_error(tmp_path, capsys):
+    assert main(["fit", "x" * 5000, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 300 and "… (5000 characters)" in err and "unknown model 'xxx" in err
+
+
 def test_zero_selected_layers_is_one_line(tmp_path, capsys):
     for argv in (["--kinds", ","], ["--min-size", str(10**12)], ["--exclude", "."]):
         assert main(["fit", "--out", str(tmp_path / "r"), *argv, *FAST]) == 2

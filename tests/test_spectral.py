@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from weightdist.analyses.spectral import beta_alpha_pairs, spearman_with_interval
+from weightdist.analyses.spectral import shape_alpha_pairs, spearman_with_interval
 from weightdist.core import spectral
 from weightdist.pipeline import FitOptions, fit_layers, layer_table
 from weightdist.sources.extract import Layer
@@ -187,14 +187,15 @@ def test_spearman_interval_matches_scipy_and_is_seeded():
     assert a.hi == pytest.approx(ref.confidence_interval.high, abs=0.07)
 
 
-def test_beta_alpha_pairs_reads_gennorm_rows():
+def test_shape_alpha_pairs_reads_the_familys_rows():
     import pandas as pd
 
     table = pd.DataFrame({"layer": ["a", "a", "b", "b"], "family": ["gennorm", "gaussian"] * 2,
                           "beta": [1.2, math.nan, 1.8, math.nan], "esd_alpha": [2.5, 2.5, math.nan, math.nan]})
-    pairs = beta_alpha_pairs(table)
+    pairs = shape_alpha_pairs(table, "gennorm", "beta")
     assert pairs.to_dict("list") == {"layer": ["a"], "beta": [1.2], "esd_alpha": [2.5]}
-    assert beta_alpha_pairs(table.drop(columns="esd_alpha")).empty
+    assert shape_alpha_pairs(table.drop(columns="esd_alpha"), "gennorm", "beta").empty
+    assert shape_alpha_pairs(table, "gaussian", "beta").empty  # another family's rows carry no β
 
 
 @pytest.mark.slow
@@ -218,6 +219,8 @@ def test_fit_spectral_end_to_end_and_the_findings_section(tmp_path):
     assert "β = " in report or "df = " in report  # verdicts carry their intervals
     assert main(["findings", str(tmp_path / "reports")]) == 0
     readme = (tmp_path / "reports" / "README.md").read_text()
-    pairs = beta_alpha_pairs(table)
-    rho = stats.spearmanr(pairs["beta"], pairs["esd_alpha"]).statistic
-    assert "## Values against spectrum" in readme and f"ρ = {rho:.2f}" in readme
+    for family, shape in (("gennorm", "beta"), ("student_t", "df")):  # each headline shape gets its own section
+        pairs = shape_alpha_pairs(table, family, shape)
+        rho = stats.spearmanr(pairs[shape], pairs["esd_alpha"]).statistic
+        assert f"ρ = {rho:.2f}" in readme
+    assert "## Values against spectrum" in readme and "### β (gennorm) against alpha" in readme and "### df (Student-t) against alpha" in readme

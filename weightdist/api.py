@@ -91,10 +91,11 @@ def fit_report(
 ) -> Path:
     """Fit every layer of ``model`` and write a complete report folder atomically; returns it."""
     from .escape import safe_filename
-    from .reporting.plots import evenly_spaced, layer_figure, overview_figure, save_figure
+    from .reporting.plots import check_plot_layers, evenly_spaced, layer_figure, overview_figure, save_figure
 
     workers = default_workers() if workers is None else workers
     check_workers(workers)  # before any work, like every other option
+    check_plot_layers(plot_layers)
     out = atomic.check_writable_dir(out or default_out(label or model, init))  # before any expensive work
     command = command or f"weightdist fit {shlex.quote(model)}" + (" --init" if init else "")
     t0 = time.perf_counter()

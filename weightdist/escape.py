@@ -13,6 +13,7 @@ is written, for the medium it is written into, and nowhere else:
 ``html_attr``          a double-quoted HTML attribute value
 ``plot_text``          matplotlib titles, labels and legends (mathtext ``$`` is inert)
 ``safe_filename``      one path component of a file weightdist writes
+``error_value``        a value quoted in a one-line error message (repr, shortened)
 =====================  ===========================================================
 
 Every function folds line breaks and other control characters into spaces, so an
@@ -104,3 +105,10 @@ def safe_filename(s: object) -> str:
         digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         safe = f"{safe[: _FILENAME_BYTES - 9]}-{digest}"
     return safe
+
+
+def error_value(s: object, limit: int = 100) -> str:
+    """A value quoted in a one-line error message: its repr (control characters escaped), cut to about
+    ``limit`` characters so a pasted megabyte does not bury the message's fix."""
+    text = repr(s)
+    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(str(s))} characters)"

@@ -142,7 +142,10 @@ class ChannelOptions:
     plot_layers: int | None = 4
 
     def __post_init__(self) -> None:
+        from ..reporting.plots import check_plot_layers  # (matplotlib itself stays lazy there)
+
         check_min_channel_size(self.min_channel_size)
+        check_plot_layers(self.plot_layers)
         resolve_families(self.families)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import quant as q
-from ..core.families import get_family
+from ..core.families import baseline_family, get_family
 from ..core.fitting import fit_sorted, prepare, resolve_families
 from ..core.registry import Registry
 from ..errors import WeightdistError
@@ -38,8 +38,6 @@ from .channels import DEFAULT_MIN_CHANNEL_SIZE, as_channels, channel_size, check
 
 GRANULARITIES = ("tensor", "channel")
 MINMAX, EMPIRICAL, BEST_FIT = "min-max", "empirical", "best-fit"
-# The assumption the report's headline sentence tests the best-fit clip against.
-REFERENCE_FAMILY = "gaussian"
 HEADLINE_BITS = 4
 
 
@@ -376,10 +374,11 @@ def _pct(v: float) -> str:
 
 
 def answer_sentence(result: QuantResult, options: QuantOptions) -> str:
-    """Does the best-fit family's clip beat the Gaussian assumption, and by how much at 4 bits?"""
+    """Does the best-fit family's clip beat the baseline (Gaussian) assumption, and by how much at 4 bits?"""
     bits = HEADLINE_BITS if HEADLINE_BITS in options.bits else options.bits[0]
     fams = {f.name for f in resolve_families(options.families)}
-    ref = REFERENCE_FAMILY if REFERENCE_FAMILY in fams else MINMAX
+    baseline = baseline_family()  # the assumption the headline tests the best-fit clip against
+    ref = baseline.name if baseline.name in fams else MINMAX
     ref_label = f"the {get_family(ref).label or ref} clip" if ref in fams else "min-max (no clipping)"
     parts = []
     if not result.accuracy.empty and bits in set(result.accuracy["bits"]):
@@ -389,7 +388,7 @@ def answer_sentence(result: QuantResult, options: QuantOptions) -> str:
             diff = 100 * (best - other)
             verb = "beats" if diff > 0 else "ties with" if diff == 0 else "loses to"
             parts.append(f"per {gran}, the best-fit family's clip gives {_pct(best)} top-1 against {_pct(other)} with "
-                         f"{ref_label}: it {verb} the {'Gaussian assumption' if ref == REFERENCE_FAMILY else 'reference'} "
+                         f"{ref_label}: it {verb} the {f'{baseline.label or baseline.name} assumption' if ref == baseline.name else 'reference'} "
                          f"by {abs(diff):.2f} points")
         return f"At {bits} bits (float model {_pct(result.float_accuracy)}), " + "; ".join(parts) + "."
     summary = mse_summary(result.layers).set_index(["granularity", "bits", "rule"])

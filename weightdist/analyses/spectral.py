@@ -94,12 +94,13 @@ def spearman_with_interval(x, y, rng: np.random.Generator, n_boot: int = 2000, l
     return RankCorrelation(float(res.statistic), float(lo), float(hi), n, float(res.pvalue))
 
 
-def beta_alpha_pairs(table: pd.DataFrame) -> pd.DataFrame:
-    """Per layer of one report's layers.csv: gennorm β beside the ESD alpha (layers carrying both)."""
-    if "esd_alpha" not in table or "beta" not in table:
-        return pd.DataFrame(columns=["layer", "beta", "esd_alpha"])
-    gennorm = table[table["family"] == "gennorm"][["layer", "beta"]]
+def shape_alpha_pairs(table: pd.DataFrame, family: str, shape: str) -> pd.DataFrame:
+    """Per layer of one report's layers.csv: ``family``'s fitted ``shape`` (e.g. gennorm's beta) beside the ESD
+    alpha, for the layers carrying both."""
+    if "esd_alpha" not in table or shape not in table:
+        return pd.DataFrame(columns=["layer", shape, "esd_alpha"])
+    fitted = table[table["family"] == family][["layer", shape]]
     alpha = table.drop_duplicates("layer")[["layer", "esd_alpha"]]
-    pairs = gennorm.merge(alpha, on="layer")
-    pairs = pairs[np.isfinite(pd.to_numeric(pairs["beta"], errors="coerce")) & np.isfinite(pd.to_numeric(pairs["esd_alpha"], errors="coerce"))]
+    pairs = fitted.merge(alpha, on="layer")
+    pairs = pairs[np.isfinite(pd.to_numeric(pairs[shape], errors="coerce")) & np.isfinite(pd.to_numeric(pairs["esd_alpha"], errors="coerce"))]
     return pairs.reset_index(drop=True)

@@ -57,6 +57,8 @@ class Registry(Generic[T]):
 
 def unknown_name_message(what: str, name: str, known, where: str = "") -> str:
     """'unknown model 'resnet5'; did you mean resnet50, resnet18?' - one line (``where``: e.g. "in model.pth")."""
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    from ..escape import error_value
+
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6) if len(name) <= 200 else []
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return f"unknown {what} {name!r}{' ' + where if where else ''}{hint}"
+    return f"unknown {what} {error_value(name)}{' ' + where if where else ''}{hint}"

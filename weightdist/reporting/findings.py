@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..core.families.base import headline_families
+from ..core.families.base import FAMILIES, Family, beats_key, headline_families, label_of
 from ..stores import atomic
 from ..analyses.reading import REQUIRED_COLUMNS, ReportFolderError, read_report_folder, read_table
 from ..errors import WeightdistError
@@ -27,10 +27,8 @@ from ..escape import markdown_code, markdown_text, url_path
 from .report import _fmt, headline_stats, markdown_table
 
 ATTENTION = re.compile(r"(query|key|value|q_proj|k_proj|v_proj|out_proj|attention\.output\.dense|attn)")
-# Thresholds that turn numbers into words; stated in the write-up.
-LAPLACIAN_BETA = 1.3  # median β at or below this: closer to Laplace (1) than Gaussian (2)
-GAUSSIAN_BETA = 1.8  # median β at or above this: Gaussian-like
-HEAVY_DF = 10.0  # median Student-t df below this: heavy-tailed
+# The claims checked, their thresholds and the words for low and high shapes are declared by the families
+# (Family.claims, Shape.low / Shape.high): this module names no family.
 
 
 def model_info_of(model: str, folder: Path | None = None) -> dict:
@@ -130,60 +128,77 @@ def _no_reports(root: Path):
                           f"or 'weightdist scan ... --store {root}' first")
 
 
-def beta_trend(table: pd.DataFrame) -> tuple[float, float]:
-    """Spearman correlation of β with relative depth, and its p-value."""
-    rows = table[table["family"] == "gennorm"]
-    if len(rows) < 4:
+def symbol(fam: Family) -> str:
+    """The headline shape's symbol, as column names and prose show it (β, df)."""
+    return fam.shape(fam.headline).symbol
+
+
+def median_column(fam: Family) -> str:
+    return f"median {symbol(fam)}"
+
+
+def beats_column(fam: Family) -> str:
+    """The per-model column counting the layers where ``fam`` has a lower AIC than every family it ``beats``."""
+    return f"{fam.name}>{'+'.join(fam.beats)}"
+
+
+def shape_trend(table: pd.DataFrame, fam: Family) -> tuple[float, float]:
+    """Spearman correlation of ``fam``'s headline shape with relative depth, and its p-value."""
+    rows = table[table["family"] == fam.name]
+    if len(rows) < 4 or fam.headline not in rows:
         return math.nan, math.nan
-    res = stats.spearmanr(rows["relative_depth"], rows["beta"])
+    res = stats.spearmanr(rows["relative_depth"], rows[fam.headline])
     return float(res.statistic), float(res.pvalue)
 
 
 def model_rows(reports: list[ModelReport]) -> pd.DataFrame:
+    """One row per model: its AIC win counts and, per headline family, the median, IQR and depth trend of its shape."""
     rows = []
     for r in reports:
         s = headline_stats(r.table)
-        rho, p = beta_trend(r.table)
         info = r.info if r.info is not None else model_info_of(r.model, r.folder)
-        rows.append({
-            "model": r.label,
-            "data": info.get("training_data") or "unknown",
-            "licence": info.get("licence") or "unknown",
-            "layers": s["n_layers_fitted"],
-            "laplace>gaussian": s.get("laplace_beats_gaussian", math.nan),
-            "t beats both": s.get("student_t_beats_gaussian_and_laplace", math.nan),
-            "median β": s.get("beta_median", math.nan),
-            "β IQR": f"{_fmt(s.get('beta_q1'))}–{_fmt(s.get('beta_q3'))}",
-            "β~depth ρ": rho,
-            "median df": s.get("df_median", math.nan),
-            "wins": ", ".join(f"{k} {v}" for k, v in s["wins"].items()),
-        })
-        for fam in headline_families():  # any other family's headline shape: a registered family needs no edit here
-            rows[-1].setdefault(f"median {fam.shape(fam.headline).symbol}", s.get(f"{fam.headline}_median", math.nan))
+        row = {"model": r.label, "data": info.get("training_data") or "unknown",
+               "licence": info.get("licence") or "unknown", "layers": s["n_layers_fitted"]}
+        for fam in map(FAMILIES.get, FAMILIES):
+            if fam.beats:
+                row[beats_column(fam)] = s.get(beats_key(fam), math.nan)
+        for fam in headline_families():
+            sym, h = symbol(fam), fam.headline
+            row[median_column(fam)] = s.get(f"{h}_median", math.nan)
+            row[f"{sym} IQR"] = f"{_fmt(s.get(f'{h}_q1'))}–{_fmt(s.get(f'{h}_q3'))}"
+            row[f"{sym}~depth ρ"] = shape_trend(r.table, fam)[0]
+        row["wins"] = ", ".join(f"{k} {v}" for k, v in s["wins"].items())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def category_rows(reports: list[ModelReport]) -> pd.DataFrame:
-    rows = []
+    """Per trained model and layer kind: the layer count, each headline family's median shape, the most wins."""
+    rows, families = [], headline_families()
     for r in (r for r in reports if not r.init):
-        g = r.table[r.table["family"] == "gennorm"]
-        if g.empty:  # a run without gennorm (--families) has no β per layer kind
+        fitted = r.table[r.table["family"].isin([f.name for f in families])].drop_duplicates("layer")
+        if fitted.empty:  # a run without any headline family (--families gaussian,laplace) has no shape per layer kind
             continue
-        convs = g[g["kind"] == "conv"]["layer"]
-        linears = g[g["kind"] == "linear"]["layer"]
+        convs = fitted[fitted["kind"] == "conv"]["layer"]
+        linears = fitted[fitted["kind"] == "linear"]["layer"]
         first_conv = convs.iloc[0] if not convs.empty else None
         last_linear = linears.iloc[-1] if not linears.empty else None
-        cats = g.apply(lambda row: layer_category(row, first_conv, last_linear), axis=1)
-        for cat, rows_cat in g.groupby(cats):
-            best = r.table[(r.table["layer"].isin(rows_cat["layer"])) & r.table["is_best"].astype(bool)]["family"]
-            rows.append({"model": r.label, "layer kind": cat, "layers": len(rows_cat),
-                         "median β": float(rows_cat["beta"].median()),
-                         "most wins": best.value_counts().index[0] if not best.empty else ""})
+        kinds = dict(zip(fitted["layer"], fitted.apply(lambda row: layer_category(row, first_conv, last_linear), axis=1)))
+        for cat in dict.fromkeys(sorted(kinds.values())):
+            layers = [name for name, kind in kinds.items() if kind == cat]
+            of_kind = r.table[r.table["layer"].isin(layers)]
+            row = {"model": r.label, "layer kind": cat, "layers": len(layers)}
+            for fam in families:
+                shapes = of_kind.loc[of_kind["family"] == fam.name, fam.headline] if fam.headline in of_kind else pd.Series(dtype=float)
+                row[median_column(fam)] = float(shapes.median()) if not shapes.empty else math.nan
+            best = of_kind[of_kind["is_best"].astype(bool)]["family"]
+            row["most wins"] = best.value_counts().index[0] if not best.empty else ""
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _names(models: pd.DataFrame, mask) -> str:
-    return ", ".join(map(markdown_text, models[mask]["model"])) or "no model"
+def _names(models: pd.DataFrame, mask, none: str = "no model") -> str:
+    return ", ".join(map(markdown_text, models[mask]["model"])) or none
 
 
 def _figure(root: Path, pattern: str, caption: str) -> list[str]:
@@ -192,71 +207,124 @@ def _figure(root: Path, pattern: str, caption: str) -> list[str]:
 
 
 def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
-    """Each claim with the models where it holds and where it fails, and the figure that shows it."""
+    """Every claim the families declare, with the models where it holds and where it fails, the AIC wins
+    that back it up, and the figure of its shape by depth."""
     trained = models[~models["model"].str.endswith("(init)")]
     init = models[models["model"].str.endswith("(init)")]
     # A model whose every layer is stored quantized has no headline numbers (grid values are not comparable).
     grid_only = trained[trained["wins"].fillna("") == ""]
     trained = trained[trained["wins"].fillna("") != ""]
-    lap = trained["median β"] <= LAPLACIAN_BETA
-    gau = trained["median β"] >= GAUSSIAN_BETA
-    heavy = trained["median df"] < HEAVY_DF
-    return [
-        f"- **\"Weights are Laplacian\"** (median β ≤ {LAPLACIAN_BETA}): {_verdict(trained, lap, 'median β', 'gennorm')} "
-        "Laplace beats Gaussian (AIC) in "
-        + ", ".join(f"{_n(r['laplace>gaussian'])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows()) + ".",
-        "",
-        *_figure(root, "*/plots/beta_by_depth.png", "gennorm β by relative depth, one line per model"),
-        f"- **\"Gaussian, by the central limit theorem\"** (median β ≥ {GAUSSIAN_BETA}): "
-        f"{_verdict(trained, gau, 'median β', 'gennorm').replace('holds for no model', 'holds for no trained model')} "
-        f"At initialisation it holds for {_names(init, init['median β'] >= GAUSSIAN_BETA).replace('no model', 'none')} "
-        f"({int((init['median β'] >= GAUSSIAN_BETA).sum())} of {len(init)} init twins; their laws are Gaussian or uniform by "
-        "construction, so this checks the fitter, not nature): Gaussianity is where training starts, not where it ends.",
-        f"- **\"Heavy-tailed\"** (median Student-t df < {HEAVY_DF:g}): {_verdict(trained, heavy, 'median df', 'student_t')} "
-        "Student-t beats both Gaussian and Laplace in "
-        + ", ".join(f"{_n(r['t beats both'])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows()) + ".",
-        "",
-        *_figure(root, "*/plots/df_by_depth.png", "Student-t df by relative depth, one line per model"),
-        *([f"- **Left out of the claims:** {_names(grid_only, grid_only['model'].notna())}: every fitted layer is stored "
-           "quantized (values on a grid, such as GGUF Q4_K), so its fits are not comparable with float layers; "
-           "`weightdist fit MODEL --include-quantized` counts them.", ""] if not grid_only.empty else []),
-    ]
+    lines = []
+    for fam in (f for f in headline_families() if f.claims):
+        column = median_column(fam)
+        for claim in fam.claims:
+            lines.append(f"- **\"{markdown_text(claim.quote)}\"** (median {markdown_text(fam.label or fam.name)} {symbol(fam)} "
+                         f"{claim.op} {claim.threshold:g}): {_verdict(trained, claim.holds(trained[column]), column, fam.name)}"
+                         f"{_init_sentence(claim, init[column], init, trained, column)}{_support_sentence(claim, trained)}")
+        lines += ["", *_figure(root, f"*/plots/{fam.headline}_by_depth.png",
+                               f"{fam.label or fam.name} {symbol(fam)} by relative depth, one line per model")]
+    if not grid_only.empty:
+        lines += [f"- **Left out of the claims:** {_names(grid_only, grid_only['model'].notna())}: every fitted layer is stored "
+                  "quantized (values on a grid, such as GGUF Q4_K), so its fits are not comparable with float layers; "
+                  "`weightdist fit MODEL --include-quantized` counts them.", ""]
+    return lines
+
+
+def _init_sentence(claim, medians: pd.Series, init: pd.DataFrame, trained: pd.DataFrame, column: str) -> str:
+    """For a claim checked at initialisation too: where it holds for the --init twins (whose laws are fixed by
+    construction, so this checks the fitter), and, when every twin and no trained model holds it, that it
+    is where training starts."""
+    if not claim.at_init or init.empty:
+        return ""
+    holds = claim.holds(medians)
+    text = (f" At initialisation it holds for {_names(init, holds, none='none')} ({int(holds.sum())} of {len(init)} "
+            "--init twins, whose laws are fixed by construction: this checks the fitter, not nature).")
+    if holds.all() and not claim.holds(trained[column]).any():
+        text += " It holds where training starts, not where it ends."
+    return text
+
+
+def _support_sentence(claim, trained: pd.DataFrame) -> str:
+    """' Laplace beats Gaussian (AIC) in 11/40 layers of …': the per-layer wins of the claim's ``support`` family."""
+    fam = FAMILIES.get(claim.support) if claim.support in FAMILIES else None
+    if fam is None or not fam.beats or beats_column(fam) not in trained:
+        return ""
+    counts = ", ".join(f"{_n(r[beats_column(fam)])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows())
+    return f" {markdown_text(_label(fam.name))} beats {' and '.join(markdown_text(_label(b)) for b in fam.beats)} (AIC) in {counts}."
+
+
+def _label(name: str) -> str:
+    """A family's label for prose; its name when it is not registered here (a report fitted with a plug-in)."""
+    return label_of(name) if name in FAMILIES else name
 
 
 def _verdict(models: pd.DataFrame, holds, column: str, family: str) -> str:
-    """'holds for …; fails for ….', over the models whose reports have ``column``; the others (fitted
+    """'holds for …; fails for ….', over the trained models whose reports have ``column``; the others (fitted
     without ``family``, e.g. --families gaussian,laplace) are named as not tested."""
     tested = models[column].notna()
-    text = f"holds for {_names(models, tested & holds)}; fails for {_names(models, tested & ~holds)}."
+    text = (f"holds for {_names(models, tested & holds, none='no trained model')}; "
+            f"fails for {_names(models, tested & ~holds, none='no trained model')}.")
     if not tested.all():
         text += f" Not tested (no {family} fit): {_names(models, ~tested)}."
     return text
 
 
 def category_lines(cats: pd.DataFrame) -> list[str]:
-    """One sentence per layer kind: its median β over the trained models that have it, most Laplacian first."""
+    """One sentence per layer kind: each headline shape's median over the trained models that have the kind,
+    ranked by the first; then, per shape, the kinds at its two ends."""
+    families = [f for f in headline_families() if median_column(f) in cats]
+    if not families:
+        return []
     pooled = cats.groupby("layer kind").agg(models=("model", "nunique"), layers=("layers", "sum"),
-                                            beta=("median β", "median")).sort_values("beta")
-    lines = [f"- **{markdown_text(kind)}**: median β {_fmt(r['beta'])} over {_count(r['models'], 'model')} ({_count(r['layers'], 'layer')})"
+                                            **{median_column(f): (median_column(f), "median") for f in families})
+    pooled = pooled.sort_values(median_column(families[0]))
+    lines = [f"- **{markdown_text(kind)}**: {_medians(r, families)} over {_count(r['models'], 'model')} ({_count(r['layers'], 'layer')})"
              for kind, r in pooled.iterrows()]
-    if len(pooled) > 1:
-        lines.append(f"- Most Laplacian kind: **{markdown_text(pooled.index[0])}**; most Gaussian: **{markdown_text(pooled.index[-1])}**.")
+    lines += [f"- By {symbol(fam)}: most {_ends(fam)[0]} kind **{markdown_text(lowest)}**; most {_ends(fam)[1]} **{markdown_text(highest)}**."
+              for fam, lowest, highest in _extremes(pooled, families)]
     return lines
 
 
+def _extremes(frame: pd.DataFrame, families: list[Family]):
+    """Per family, the rows (labels of ``frame``'s index) with the lowest and the highest median shape, where
+    two or more have one."""
+    for fam in families:
+        ranked = frame[median_column(fam)].dropna().sort_values()
+        if len(ranked) > 1:
+            yield fam, ranked.index[0], ranked.index[-1]
+
+
+def _medians(row, families: list[Family]) -> str:
+    """'median β 1.2, median df 5.3' (shapes a report did not fit are left out)."""
+    return ", ".join(f"{median_column(f)} {_fmt(row[median_column(f)])}" for f in families if pd.notna(row[median_column(f)]))
+
+
+def _ends(fam: Family) -> tuple[str, str]:
+    """The words for a low and a high headline shape (the family's declaration), or plain 'low'/'high' ones."""
+    shape = fam.shape(fam.headline)
+    return shape.low or f"low-{symbol(fam)}", shape.high or f"high-{symbol(fam)}"
+
+
 def dataset_lines(models: pd.DataFrame) -> list[str]:
-    trained = models[~models["model"].str.endswith("(init)") & models["median β"].notna()]
-    by_data = trained.groupby("data")["median β"].median().sort_values()
-    lines = [f"- {markdown_text(data)}: median β {_fmt(beta)} ({', '.join(map(markdown_text, trained[trained['data'] == data]['model']))})"
-             for data, beta in by_data.items()]
-    if len(by_data) > 1:
-        lines.append(f"- Most Laplacian: **{markdown_text(by_data.index[0])}**; least: **{markdown_text(by_data.index[-1])}**.")
+    """Per training set, each headline shape's median over its trained models; the sets at each shape's two
+    ends; and the same architecture trained on different data, side by side."""
+    families = [f for f in headline_families() if median_column(f) in models]
+    if not families:
+        return []
+    first = median_column(families[0])
+    trained = models[~models["model"].str.endswith("(init)") & models[[median_column(f) for f in families]].notna().any(axis=1)]
+    by_data = trained.groupby("data")[[median_column(f) for f in families]].median().sort_values(first)
+    lines = [f"- {markdown_text(data)}: {_medians(r, families)} ({', '.join(map(markdown_text, trained[trained['data'] == data]['model']))})"
+             for data, r in by_data.iterrows()]
+    lines += [f"- By {symbol(fam)}, most {_ends(fam)[0]}: **{markdown_text(lowest)}**; least: **{markdown_text(highest)}**."
+              for fam, lowest, highest in _extremes(by_data, families)]
     # The same architecture (name up to the first '_') trained on different data isolates the training set.
     arch = trained.assign(arch=trained["model"].str.split("_").str[0])
     for name, group in arch.groupby("arch"):
         if group["data"].nunique() > 1:
+            shapes = lambda r: ", ".join(f"{symbol(f)} {_fmt(r[median_column(f)])}" for f in families if pd.notna(r[median_column(f)]))
             lines.append(f"- Same architecture ({markdown_text(name)}), different data: "
-                         + " against ".join(f"{markdown_text(r['model'])} β {_fmt(r['median β'])}" for _, r in group.iterrows()) + ".")
+                         + " against ".join(f"{markdown_text(r['model'])} {shapes(r)}" for _, r in group.iterrows()) + ".")
     return lines
 
 
@@ -303,38 +371,77 @@ SPECTRAL_SEED = 0  # the bootstrap of the β-vs-alpha rank correlation
 
 
 def spectral_lines(reports: list[ModelReport], rng) -> list[str]:
-    """β (value view) against ESD alpha (spectral view), per model and pooled over trained models:
-    Spearman's ρ with a seeded percentile-bootstrap 95 % interval. Empty unless some report was
-    made with `fit --spectral`."""
-    from ..analyses.spectral import beta_alpha_pairs, spearman_with_interval
+    """Each headline shape (value view: β, df) against ESD alpha (spectral view), per model and pooled over
+    trained models: Spearman's ρ with a seeded percentile-bootstrap 95 % interval. Empty unless some report
+    was made with `fit --spectral`."""
+    from ..analyses.spectral import shape_alpha_pairs, spearman_with_interval
 
-    pairs = {r.label: (r, beta_alpha_pairs(r.table)) for r in reports}
-    pairs = {label: (r, p) for label, (r, p) in pairs.items() if not p.empty}
-    if not pairs:
+    sections = []
+    for fam in headline_families():
+        sym, h = symbol(fam), fam.headline
+        pairs = {r.label: (r, shape_alpha_pairs(r.table, fam.name, h)) for r in reports}
+        pairs = {label: (r, p) for label, (r, p) in pairs.items() if not p.empty}
+        if not pairs:
+            continue
+        rows = []
+        for label, (r, p) in pairs.items():
+            rc = spearman_with_interval(p[h], p["esd_alpha"], rng)
+            rows.append({"model": label, "layers": rc.n, f"median {sym}": p[h].median(), "median alpha": p["esd_alpha"].median(),
+                         "Spearman ρ": rc.rho, "95% interval": f"{_fmt(rc.lo, '.2f')} to {_fmt(rc.hi, '.2f')}"})
+        trained = [p for label, (r, p) in pairs.items() if not r.init]
+        sections += [f"### {sym} ({markdown_text(fam.label or fam.name)}) against alpha", ""]
+        if trained:
+            pooled = pd.concat(trained, ignore_index=True)
+            rc = spearman_with_interval(pooled[h], pooled["esd_alpha"], rng)
+            strength = "weak" if abs(rc.rho) < 0.3 else "moderate" if abs(rc.rho) < 0.6 else "strong"
+            excludes_zero = rc.lo > 0 or rc.hi < 0
+            sections += [f"Pooled over {rc.n} layers of {_count(len(trained), 'trained model')}: ρ = {rc.rho:.2f} "
+                         f"(95 % interval {rc.lo:.2f} to {rc.hi:.2f}), a {strength} rank correlation"
+                         + ("; the interval excludes zero." if excludes_zero else "; the interval includes zero.")
+                         + " Where ρ is far from ±1 the spectrum carries information the value distribution does not.", ""]
+        sections += [markdown_table(pd.DataFrame(rows)), ""]
+    if not sections:
         return []
-    rows = []
-    for label, (r, p) in pairs.items():
-        rc = spearman_with_interval(p["beta"], p["esd_alpha"], rng)
-        rows.append({"model": label, "layers": rc.n, "median β": p["beta"].median(),
-                     "median alpha": p["esd_alpha"].median(), "Spearman ρ": rc.rho, "95% interval": f"{_fmt(rc.lo, '.2f')} to {_fmt(rc.hi, '.2f')}"})
-    trained = [p for label, (r, p) in pairs.items() if not r.init]
-    lines = ["## Values against spectrum (β and ESD alpha)", "",
-             "For every 2-D weight matrix (conv kernels as out × in·k·k), `fit --spectral` fits a power law to the tail of "
-             "the eigenvalue spectrum of WᵀW/N (alpha, xmin by minimum KS distance, as WeightWatcher does; matrices with "
-             "fewer than 10 eigenvalues, such as depthwise 3×3 kernels, get none). Spearman's ρ "
-             "between a layer's β and its alpha, with a percentile-bootstrap 95 % interval over layers "
-             f"(2000 resamples, seed {SPECTRAL_SEED}):", ""]
-    if trained:
-        pooled = pd.concat(trained, ignore_index=True)
-        rc = spearman_with_interval(pooled["beta"], pooled["esd_alpha"], rng)
-        strength = "weak" if abs(rc.rho) < 0.3 else "moderate" if abs(rc.rho) < 0.6 else "strong"
-        excludes_zero = rc.lo > 0 or rc.hi < 0
-        lines += [f"Pooled over {rc.n} layers of {_count(len(trained), 'trained model')}: ρ = {rc.rho:.2f} "
-                  f"(95 % interval {rc.lo:.2f} to {rc.hi:.2f}), a {strength} rank correlation"
-                  + ("; the interval excludes zero." if excludes_zero else "; the interval includes zero.")
-                  + " Where ρ is far from ±1 the spectrum carries information the value distribution does not.", ""]
-    lines += [markdown_table(pd.DataFrame(rows)), ""]
-    return lines
+    shapes = ", ".join(symbol(f) for f in headline_families())
+    return ["## Values against spectrum (headline shapes and ESD alpha)", "",
+            "For every 2-D weight matrix (conv kernels as out × in·k·k), `fit --spectral` fits a power law to the tail of "
+            "the eigenvalue spectrum of WᵀW/N (alpha, xmin by minimum KS distance, as WeightWatcher does; matrices with "
+            f"fewer than 10 eigenvalues, such as depthwise 3×3 kernels, get none). Spearman's ρ between each of a layer's "
+            f"shapes ({shapes}) and its alpha, with a percentile-bootstrap 95 % interval over layers "
+            f"(2000 resamples, seed {SPECTRAL_SEED}):", "", *sections]
+
+
+def _fitted_families(reports: list[ModelReport]) -> list[str]:
+    """The families fitted in any of the reports: registered ones in registry order, then any others."""
+    seen = {f for r in reports for f in r.table["family"].unique() if f}
+    return [f for f in FAMILIES if f in seen] + sorted(seen - set(FAMILIES))
+
+
+def intro_sentence(reports: list[ModelReport]) -> str:
+    """Which families were fitted and what each headline shape says, from the registry's declarations."""
+    names = [markdown_text(_label(f)) for f in _fitted_families(reports)]
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+    fitted = _fitted_families(reports)
+    shapes = [f"{symbol(f)} ({markdown_text(f.label or f.name)}{': ' + f.shape(f.headline).meaning if f.shape(f.headline).meaning else ''}) "
+              f"says how {_ends(f)[0]} or {_ends(f)[1]} a layer is" for f in headline_families() if f.name in fitted]
+    text = f"Per layer, each of {listed} is fitted by maximum likelihood; the best is chosen by AIC."
+    if shapes:
+        text += " One number per layer answers each question: " + "; ".join(shapes) + "."
+    return text
+
+
+def column_notes(models: pd.DataFrame) -> str:
+    """What the per-model table's generated columns mean."""
+    notes = []
+    for fam in map(FAMILIES.get, FAMILIES):
+        if fam.beats and beats_column(fam) in models:
+            notes.append(f"`{beats_column(fam)}`: layers where {_label(fam.name)} has a lower AIC than "
+                         + " and ".join(map(_label, fam.beats)))
+    for fam in headline_families():
+        if f"{symbol(fam)}~depth ρ" in models:
+            notes.append(f"`{symbol(fam)}~depth ρ`: Spearman correlation of {symbol(fam)} with relative depth "
+                         f"(positive: deeper layers more {_ends(fam)[1]})")
+    return "; ".join(notes) + "." if notes else ""
 
 
 def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> str:
@@ -345,9 +452,7 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
         "",
         f"Generated by {markdown_code(command)} from the report folders below; every number comes from their `layers.csv`.",
         "",
-        "Per layer, each of Gaussian, Laplace, Student-t and the generalized normal (shape β: 1 = Laplace, "
-        "2 = Gaussian) is fitted by maximum likelihood; the best is chosen by AIC. β answers \"how Laplacian is "
-        "this layer?\" as one number, df \"how heavy are its tails?\".",
+        intro_sentence(reports),
         "",
         "## The claims, checked",
         "",
@@ -356,8 +461,7 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
         "",
         markdown_table(models),
         "",
-        "`laplace>gaussian`: layers where Laplace has the lower AIC; `t beats both`: Student-t lower than both; "
-        "`β~depth ρ`: Spearman correlation of β with relative depth (positive: deeper layers more Gaussian).",
+        column_notes(models),
         "",
     ]
     if not cats.empty:

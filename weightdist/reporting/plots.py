@@ -120,6 +120,14 @@ def save_figure(fig, path: Path, dpi: int = 80) -> None:
     atomic.write_bytes(path, buf.getvalue())
 
 
+def check_plot_layers(keep: int | None) -> None:
+    """--plot-layers: None (every layer) or a count >= 0 (0: the overview figure only); else an OptionError."""
+    if keep is not None:
+        from ..sources.extract import check_int
+
+        check_int("--plot-layers", keep, 0)
+
+
 def evenly_spaced(count: int, keep: int | None) -> set[int]:
     """Indices of ``keep`` layers spread over depth (all when keep is None)."""
     if keep is None or keep >= count:

@@ -142,6 +142,10 @@ _TORCH_ADVICE = ("weights_only", "safe_globals", "In PyTorch 2.6", "Please file 
 
 def _torch_reason(exc: BaseException) -> str:
     """torch's error without its advice: the sentences that describe what is wrong with the file."""
+    opcode = re.search(r"Unsupported operand (\d+)", str(exc))
+    if opcode and int(opcode.group(1)) < 128:  # an opcode of pickle protocol 0/1, which torch.save never writes
+        return (f"its pickle uses opcode {chr(int(opcode.group(1)))!r}, which the safe unpickler refuses and torch.save "
+                "never writes; nothing in it was run")
     sentences = re.split(r"(?<=[.:])\s+|\n+", str(exc))
     kept = [s for s in sentences if s.strip() and not any(a in s for a in _TORCH_ADVICE)]
     return one_line(" ".join(kept)) if kept else type(exc).__name__

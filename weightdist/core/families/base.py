@@ -11,6 +11,7 @@ one subclass decorated with ``@register_family``; nothing else in the tool chang
 from __future__ import annotations
 
 import math
+import operator
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Iterator, Mapping
@@ -95,6 +96,34 @@ class Shape:
     upper: float
     meaning: str = ""  # e.g. "β = 1 is Laplace, β = 2 is Gaussian"
     log_axis: bool = False  # plotted on a log axis (df spans decades)
+    low: str = ""  # what a low value says of a layer, as an adjective ("Laplacian"); findings ranks by it
+    high: str = ""  # and a high one ("Gaussian")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A common statement about trained weights, tested on each model's median of one family's headline shape.
+
+    A family declares the claims its headline tests (``Family.claims``); ``weightdist findings`` checks
+    every declared claim on every report, so a new claim is one line in its family's file."""
+
+    quote: str  # the statement as people make it: "Weights are Laplacian"
+    op: str  # "<", "≤", ">" or "≥": the claim holds for a model when (median op threshold)
+    threshold: float
+    # A family whose per-layer AIC wins over its ``beats`` back the claim up ("laplace": Laplace beats Gaussian).
+    support: str | None = None
+    at_init: bool = False  # also say where it holds for the --init twins (a check of the fitter, not of nature)
+
+    OPS = {"<": operator.lt, "≤": operator.le, ">": operator.gt, "≥": operator.ge}
+
+    def __post_init__(self) -> None:
+        if self.op not in self.OPS:
+            raise TypeError(f"Claim {self.quote!r}: op {self.op!r} is not one of {', '.join(self.OPS)}")
+
+    def holds(self, medians: np.ndarray) -> np.ndarray:
+        """Per model, whether the claim holds for its median (False where the median is NaN: not tested)."""
+        with np.errstate(invalid="ignore"):
+            return self.OPS[self.op](np.asarray(medians, dtype=np.float64), self.threshold)
 
 
 @dataclass(frozen=True)
@@ -121,6 +150,8 @@ class Family(ABC):
     shapes: ClassVar[tuple[Shape, ...]] = ()
     # The shape parameter each model's report summarises (median and IQR over layers), e.g. "beta".
     headline: ClassVar[str | None] = None
+    # Claims about trained weights that the headline shape's per-model median tests (reporting/findings.py).
+    claims: ClassVar[tuple[Claim, ...]] = ()
     # Reports count the layers where this family has a lower AIC than every one of these.
     beats: ClassVar[tuple[str, ...]] = ()
     # Names of families that are special cases of this one (for likelihood-ratio tests).
@@ -257,6 +288,8 @@ def register_family(cls: type[Family]) -> type[Family]:
         clash = [n for n in FAMILIES if FAMILIES.get(n).headline == fam.headline]
         if clash:  # the headline names the per-model summary columns (e.g. beta_median): one family each
             raise TypeError(f"{cls.__name__}.headline {fam.headline!r} is already {clash[0]}'s headline")
+    elif fam.claims:
+        raise TypeError(f"{cls.__name__} declares claims but no headline shape to test them on")
     FAMILIES.add(cls.name, fam)
     return cls
 

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from .. import kernels
-from .base import Estimate, Family, Shape, ascent_direction, blocks, dot, quantile_subsample, register_family
+from .base import Claim, Estimate, Family, Shape, ascent_direction, blocks, dot, quantile_subsample, register_family
 
 SUBSAMPLE = 20_000
 SMALL_N = 1_000  # up to this many values a second profile fit starts from the Gaussian (β = 2)
@@ -413,8 +413,11 @@ class GenNorm(Family):
     name = "gennorm"
     label = "gennorm"
     color = "tab:red"
-    shapes = (Shape("beta", "β", BETA_MIN, BETA_MAX, "β = 1 is Laplace, β = 2 is Gaussian"),)
+    shapes = (Shape("beta", "β", BETA_MIN, BETA_MAX, "β = 1 is Laplace, β = 2 is Gaussian", low="Laplacian", high="Gaussian"),)
     headline = "beta"
+    # A median β at or below 1.3 is closer to Laplace (1) than to Gaussian (2); at or above 1.8 it is Gaussian-like.
+    claims = (Claim("Weights are Laplacian", "≤", 1.3, support="laplace"),
+              Claim("Gaussian, by the central limit theorem", "≥", 1.8, at_init=True))
     nests = ("gaussian", "laplace")
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:

@@ -18,12 +18,26 @@ from typing import Mapping
 
 import numpy as np
 from scipy import stats
+from scipy.integrate import IntegrationWarning
 
 from ...errors import OptionError, UnknownNameError
 from .base import Estimate, Family, Params
 
 PREFIX = "scipy:"
 GENERIC_NOTE = "generic scipy MLE (slower, not guaranteed exact)"
+INTEGRATION_NOTE = "scipy warned that its numerical integration may be inaccurate"
+
+
+def _quiet(method):
+    """Evaluate a law without scipy's IntegrationWarnings on stderr (one per call, per layer, per worker):
+    a fit that met them says so in its note instead."""
+    @functools.wraps(method)
+    def quiet(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IntegrationWarning)
+            return method(*args, **kwargs)
+
+    return quiet
 
 
 def continuous_names() -> list[str]:
@@ -49,8 +63,9 @@ class ScipyFamily(Family):
         return tuple(params[f"{self.dist_name}_{s}"] for s in self.shape_args)
 
     def fit(self, x_sorted: np.ndarray) -> Estimate:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("always", IntegrationWarning)
             try:
                 *shapes, loc, scale = self.dist.fit(x_sorted)
             except (stats.FitError, ValueError, RuntimeError, FloatingPointError, OverflowError, ZeroDivisionError) as exc:
@@ -60,19 +75,26 @@ class ScipyFamily(Family):
                 params = Params((p, math.nan) for p in self.param_names)
                 return Estimate(params, converged=False, note=f"{GENERIC_NOTE}; scipy's fit failed: {reason}",
                                 loglik=-math.inf)
+        integration = any(issubclass(w.category, IntegrationWarning) for w in caught)
+        for w in caught:  # anything else scipy says stays visible, as it would have been
+            if not issubclass(w.category, IntegrationWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         values = {"loc": loc, "scale": scale, **{f"{self.dist_name}_{s}": v for s, v in zip(self.shape_args, shapes)}}
         params = Params((p, float(values[p])) for p in self.param_names)
         loglik = self.loglik(x_sorted, params)
         ok = math.isfinite(loglik) and all(math.isfinite(v) for v in params.values())
-        return Estimate(params, converged=ok, note=GENERIC_NOTE if ok else f"{GENERIC_NOTE}; did not converge",
-                        loglik=loglik)
+        note = GENERIC_NOTE if ok else f"{GENERIC_NOTE}; did not converge"
+        return Estimate(params, converged=ok, note=f"{note}; {INTEGRATION_NOTE}" if integration else note, loglik=loglik)
 
+    @_quiet
     def logpdf(self, x, params: Mapping[str, float]) -> np.ndarray:
         return self.dist.logpdf(np.asarray(x, dtype=np.float64), *self._args(params), loc=params["loc"], scale=params["scale"])
 
+    @_quiet
     def cdf(self, x, params: Mapping[str, float]) -> np.ndarray:
         return self.dist.cdf(np.asarray(x, dtype=np.float64), *self._args(params), loc=params["loc"], scale=params["scale"])
 
+    @_quiet
     def sf(self, x, params: Mapping[str, float]) -> np.ndarray:
         return self.dist.sf(np.asarray(x, dtype=np.float64), *self._args(params), loc=params["loc"], scale=params["scale"])
 

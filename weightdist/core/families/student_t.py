@@ -29,7 +29,7 @@ from scipy import special, stats
 
 from .. import kernels
 from . import gaussian
-from .base import Estimate, Family, Shape, ascent_direction, quantile_subsample, register_family
+from .base import Claim, Estimate, Family, Shape, ascent_direction, quantile_subsample, register_family
 
 DF_CAP = 1e6
 DF_FLOOR = 0.05
@@ -188,8 +188,9 @@ class StudentT(Family):
     name = "student_t"
     label = "Student-t"
     color = "tab:green"
-    shapes = (Shape("df", "df", DF_FLOOR, DF_CAP, "df → ∞ is Gaussian", log_axis=True),)
+    shapes = (Shape("df", "df", DF_FLOOR, DF_CAP, "df → ∞ is Gaussian", log_axis=True, low="heavy-tailed", high="light-tailed"),)
     headline = "df"
+    claims = (Claim("Heavy-tailed", "<", 10.0, support="student_t"),)  # below df 10 the excess kurtosis 6/(df − 4) exceeds 1 (infinite at df ≤ 4)
     beats = ("gaussian", "laplace")
     nests = ("gaussian",)
     nests_on_boundary = ("gaussian",)

@@ -195,10 +195,11 @@ def cli_seconds(spec: str, init: bool, workers: int) -> float:
 
 def startup_seconds(spec: str, init: bool) -> float:
     """Wall time of a fresh interpreter that imports the CLI and builds the model, and nothing else: the part of
-    the command no fitting engine can shorten (importing torch and torchvision alone takes seconds). Best of
-    CLI_REPEATS."""
-    code = ("import weightdist.cli; from weightdist.sources import load_model; "
-            f"load_model({spec!r}, init={init!r})")
+    the command no fitting engine can shorten (importing torch and torchvision alone takes seconds). It exits
+    as the command does (``cli.run``: the collector frozen, so the exit does not walk what the imports made).
+    Best of CLI_REPEATS."""
+    code = ("import gc, weightdist.cli; gc.freeze(); from weightdist.sources import load_model; "
+            f"load_model({spec!r}, init={init!r}); gc.freeze()")
     best = math.inf
     for _ in range(CLI_REPEATS):
         t0 = time.perf_counter()

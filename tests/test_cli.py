@@ -115,3 +115,27 @@ def test_not_a_checkpoint(tmp_path, capsys):
 def test_python_m_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "weightdist", "families"], capture_output=True, text=True, check=True)
     assert {"gaussian", "laplace", "student_t", "gennorm"} <= {line.split()[0] for line in done.stdout.splitlines()}
+
+
+def test_console_command_exits_with_mains_code_and_freezes_the_collector(monkeypatch):
+    import gc
+    from importlib.metadata import entry_points
+
+    import weightdist.cli as cli
+
+    assert entry_points(group="console_scripts")["weightdist"].value == "weightdist.cli:run"  # what pip installs
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.run()
+        assert exited.value.code == 3
+        assert gc.get_freeze_count() > 0  # the exit's collections skip what the run made
+    finally:
+        gc.unfreeze()  # (this test process lives on)
+
+
+def test_console_command_errors_exit_with_their_code(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "weightdist", "fit", "resnet5", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("weightdist: error: unknown model 'resnet5'")
+    assert not (tmp_path / "r").exists()

@@ -102,6 +102,12 @@ def _unknown_protocol(tmp: Path) -> Path:
     return path
 
 
+def _save_protocol(tmp: Path, name: str, obj, protocol: int) -> Path:
+    path = tmp / name
+    torch.save(obj, path, pickle_protocol=protocol)  # a real torch.save file the weights-only loader cannot read
+    return path
+
+
 def _protocol0_payload(tmp: Path) -> Path:
     """A payload pickled with protocol 0 (text opcodes torch.save never writes): refused before anything runs."""
     import pickle
@@ -186,7 +192,10 @@ BAD_INPUT_CASES: list[tuple[str, Callable[[Path], Path], str]] = [
     ("three-byte-safetensors", write("tiny.safetensors", b"\x01\x02\x03"), r"tiny\.safetensors: invalid safetensors file"),
     ("legacy-pickle-unknown-protocol", _unknown_protocol, r"proto\.pt: not a (readable )?PyTorch checkpoint"),
     ("pickle-protocol-0-payload", _protocol0_payload,
-     r"old0\.pth: not a PyTorch checkpoint \(its pickle uses opcode '.', which the safe unpickler refuses .*nothing in it was run\)"),
+     r"old0\.pth: torch's safe \(weights-only\) loader cannot read it \(pickle opcode '.', a protocol 0/1 pickle, which "
+     r"torch\.save never writes\); nothing in it was run; re-save"),
+    ("pickle-protocol-3-bytes", lambda tmp: _save_protocol(tmp, "p3.pth", {"meta": b"abc", **small_state()}, 3),
+     r"p3\.pth: torch's safe \(weights-only\) loader cannot read it \(pickle opcode 'C'\); nothing in it was run"),
     ("zip-but-not-torch", _zip_not_torch, r"archive\.pth: not a (readable )?PyTorch checkpoint"),
     ("index-not-json", lambda tmp: _index(tmp, "model.safetensors.index.json", "{not json"), r"model\.safetensors\.index\.json: not a shard index"),
     ("index-shard-missing", lambda tmp: _index(tmp, "model.safetensors.index.json", {"a.weight": "model-00001-of-00001.safetensors"}),

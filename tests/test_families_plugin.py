@@ -182,7 +182,7 @@ def test_a_registered_family_reaches_tables_report_compare_findings(plugin, chec
     assert claim.startswith('- **"Weights are sharply peaked"** (median double Weibull c < 1.2): ')
     assert (f"holds for tiny; fails for no trained model." if median_c < 1.2 else "holds for no trained model; fails for tiny.") in claim
     assert f"double Weibull beats Gaussian (AIC) in {summary[f'{NAME}_beats_gaussian']}/3 layers of tiny." in claim
-    assert "- By c: most peaked kind **" in readme and "| median c |" in readme  # and the layer-kind breakdown
+    assert "- By c, most peaked: **" in readme and "| median c |" in readme  # and the layer-kind breakdown
 
 
 def test_unknown_family_is_one_error_type_everywhere(plugin):

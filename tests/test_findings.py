@@ -148,3 +148,68 @@ def test_findings_links_every_report_folder_and_names_untested_claims(tmp_path):
     assert main(["scan", str(files["a"]), "--store", str(root / "zoo"), "--workers", "1", "--quiet"]) == 0
     readme = findings_markdown(root, read_reports(root), "weightdist findings reports")
     assert "- [a.safetensors](a/report.md)" in readme  # the store's row for a, linked to a's own folder
+
+
+def _synthetic_report(tmp_path: Path, model: str, init: bool, shapes: dict[str, float], aics: dict[str, float], layers: int = 6):
+    """A report table as layers.csv holds it: every layer fitted by the families in ``aics`` (AIC offsets from a
+    common base), gennorm's β and Student-t's df from ``shapes``."""
+    from weightdist.reporting.findings import ModelReport
+
+    rows = []
+    for i in range(layers):
+        for family, aic in aics.items():
+            rows.append({"layer": f"conv{i}.weight", "family": family, "relative_depth": i / (layers - 1), "n": 288,
+                         "aic": 1000.0 + aic + i, "ks_stat": 0.02, "is_best": aic == min(aics.values()), "kind": "conv",
+                         "shape": "8x4x3x3", "beta": shapes.get("beta", float("nan")) if family == "gennorm" else float("nan"),
+                         "df": shapes.get("df", float("nan")) if family == "student_t" else float("nan")})
+    return ModelReport(tmp_path / model, model, init, pd.DataFrame(rows))
+
+
+def test_claims_count_only_what_was_fitted(tmp_path):
+    # A trained model fitted with Gaussian and Student-t only, beside its --init twin fitted with all four: the β
+    # claims are not tested on it (never "fail"), Student-t's wins are not claimed over the unfitted Laplace, and
+    # "where training starts" needs a tested trained model.
+    trained = _synthetic_report(tmp_path, "m", False, {"df": 4.0}, {"gaussian": 30, "student_t": 0})
+    twin = _synthetic_report(tmp_path, "m", True, {"beta": 2.0, "df": 1e6},
+                             {"gaussian": 0, "laplace": 40, "student_t": 2, "gennorm": 2})
+    readme = findings_markdown(tmp_path, [trained, twin], "weightdist findings x")
+    claims = {line.split('"')[1]: line for line in readme.splitlines() if line.startswith('- **"')}
+    gaussian = claims["Gaussian, by the central limit theorem"]
+    assert "not tested on any trained model (no gennorm fit)." in gaussian
+    assert "At initialisation it holds for m (init) (1 of 1 `--init` twins" in gaussian
+    assert "where training starts" not in gaussian  # no trained model was tested
+    assert "holds for m; fails for no trained model." in claims["Heavy-tailed"]  # median df 4 < 10
+    assert "beats" not in claims["Heavy-tailed"]  # Laplace was never fitted on m: no count of wins over it
+    table = readme.split("## Per model")[1].split("##")[0].splitlines()
+    header = next(line for line in table if line.startswith("| model | data |"))
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]
+    rows = {cells(line)[0]: dict(zip(cells(header), cells(line))) for line in table if line.startswith("| m ")}
+    assert rows["m"]["student_t>gaussian+laplace"] == "" and rows["m (init)"]["student_t>gaussian+laplace"] == "0"
+    assert rows["m"]["median df"] == "4" and rows["m"]["median β"] == ""
+
+
+def test_findings_of_init_twins_alone_claim_nothing_about_training(tmp_path):
+    twin = _synthetic_report(tmp_path, "m", True, {"beta": 2.0, "df": 1e6},
+                             {"gaussian": 0, "laplace": 40, "student_t": 2, "gennorm": 2})
+    readme = findings_markdown(tmp_path, [twin], "weightdist findings x")
+    claims = [line for line in readme.splitlines() if line.startswith('- **"')]
+    assert len(claims) == 3 and all("not tested on any trained model" in line for line in claims)
+    assert "(AIC) in ." not in readme and "where training starts" not in readme
+
+
+def test_claim_declarations_are_checked_at_registration():
+    from weightdist.core.families import FAMILIES, Claim, register_family
+    from weightdist.core.families.student_t import StudentT
+
+    assert Claim("q", "<=", 1.0).op == "≤" and Claim("q", ">=", 1.0).op == "≥"  # ASCII operators read as the symbols
+    cases = {"symbol": dict(shapes=(StudentT.shapes[0].__class__("nu_sk", "df", 0.1, 1e6),), headline="nu_sk"),
+             "tuple": dict(shapes=(StudentT.shapes[0].__class__("nu_sk", "ν", 0.1, 1e6),), headline="nu_sk",
+                           claims=Claim("Skewed", "<", 1.0)),
+             "support": dict(shapes=(StudentT.shapes[0].__class__("nu_sk", "ν", 0.1, 1e6),), headline="nu_sk", beats=(),
+                             claims=(Claim("Skewed", "<", 1.0, support="skew_test"),))}
+    messages = {"symbol": "symbol 'df' is already student_t's", "tuple": "must be a tuple of Claim", "support": "beats no family"}
+    for case, attrs in cases.items():
+        cls = type("SkewT", (StudentT,), {"name": "skew_test", **attrs})
+        with pytest.raises(TypeError, match=re.escape(messages[case])):
+            register_family(cls)
+        assert "skew_test" not in FAMILIES

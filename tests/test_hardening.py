@@ -258,6 +258,13 @@ def test_plot_layers_below_zero_is_one_line_and_zero_draws_the_overview_only(tmp
         assert not (tmp_path / "neg").exists()
     assert main(["fit", "--plot-layers", "0", "--out", str(tmp_path / "r"), "--quiet", "--include", "layer1"]) == 0
     assert sorted(p.name for p in (tmp_path / "r" / "plots").iterdir()) == ["overview.png"]
+    # Channel mode used to read 0 as "the default, 4".
+    assert main(["fit", "--granularity", "channel", "--plot-layers", "0", "--out", str(tmp_path / "c"), "--quiet",
+                 "--include", "layer1.0", "--families", "gaussian,laplace"]) == 0
+    assert not list((tmp_path / "c").rglob("*.png"))
+    assert main(["fit", "--granularity", "channel", "--plot-layers", "1", "--out", str(tmp_path / "c1"), "--quiet",
+                 "--include", "layer1.0", "--families", "gaussian,laplace"]) == 0
+    assert len(list((tmp_path / "c1").rglob("*.png"))) == 1
 
 
 def test_a_huge_unknown_name_is_shortened_in_its_one_line_error(tmp_path, capsys):

@@ -219,8 +219,10 @@ def test_fit_spectral_end_to_end_and_the_findings_section(tmp_path):
     assert "β = " in report or "df = " in report  # verdicts carry their intervals
     assert main(["findings", str(tmp_path / "reports")]) == 0
     readme = (tmp_path / "reports" / "README.md").read_text()
-    for family, shape in (("gennorm", "beta"), ("student_t", "df")):  # each headline shape gets its own section
-        pairs = shape_alpha_pairs(table, family, shape)
+    assert "## Values against spectrum (β, df and ESD alpha)" in readme
+    sections = readme.split("## Values against spectrum")[1].split("### ")[1:]
+    for section, (family, shape, heading) in zip(sections, (("gennorm", "beta", "β (gennorm)"), ("student_t", "df", "df (Student-t)"))):
+        pairs = shape_alpha_pairs(table, family, shape)  # each headline shape gets its own section
         rho = stats.spearmanr(pairs[shape], pairs["esd_alpha"]).statistic
-        assert f"ρ = {rho:.2f}" in readme
-    assert "## Values against spectrum" in readme and "### β (gennorm) against alpha" in readme and "### df (Student-t) against alpha" in readme
+        assert section.startswith(f"{heading} against alpha") and f"ρ = {rho:.2f}" in section
+    assert len(sections) == 2

@@ -107,14 +107,14 @@ def fit_report(
     layers = _iter_layers(loaded, options, skipped)
     total = None
     in_memory = getattr(getattr(loaded, "tensors", None), "meta", None) is None  # counting a lazy file would read it twice
-    if (plots and plot_layers is not None) or (progress and in_memory):
+    if (plots and plot_layers) or (progress and in_memory):  # (--plot-layers 0 plots no layer: nothing to spread)
         # A values-light first pass: spreads the plots over depth and gives the progress bar its total.
         total = sum(1 for _ in _iter_layers(loaded, dataclasses.replace(options, max_per_layer=8)))
     with atomic.staged_dir(out) as stage:
         figures: list[str] = []
         if plots:
             (stage / "plots").mkdir()
-            chosen = evenly_spaced(total, plot_layers) if total is not None else None
+            chosen = set() if plot_layers == 0 else evenly_spaced(total, plot_layers) if total is not None else None
 
             def on_layer(result: LayerResult, x_sorted) -> None:
                 if result.fit.ok and rescale_exponent(x_sorted):

@@ -64,7 +64,9 @@ def _find(folder: Path, stem: str) -> Path | None:
 def dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """The folder holding ``name``'s IDX files, or a one-line error saying how to get them."""
     if name not in DEFAULT_DIRS:
-        raise UnknownNameError(f"unknown dataset {name!r}; choose one of {', '.join(DEFAULT_DIRS)}")
+        from .escape import error_value
+
+        raise UnknownNameError(f"unknown dataset {error_value(name)}; choose one of {', '.join(DEFAULT_DIRS)}")
     folders = [Path(data_dir)] if data_dir else [Path(d) for d in DEFAULT_DIRS[name]]
     for folder in folders:
         if all(_find(folder, stem) for stem in FILES["train"] + FILES["test"]):

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", default=None, help="model name (see 'weightdist models'), timm:<name>, or a checkpoint file; default: the embedded resnet20_fashionmnist")
     p.add_argument("--out", default=None, help="report folder (default: reports/<model>); replaced whole, so it must be new, empty or an earlier weightdist report")
     p.add_argument("--no-plots", action="store_true", help="skip figures (faster)")
-    p.add_argument("--plot-layers", type=int, default=None, metavar="N", help="plot only N layers spread over depth (default: all; 0: the overview only)")
+    p.add_argument("--plot-layers", type=int, default=None, metavar="N", help="plot only N layers spread over depth (default: all; 0: none, the fit report's overview figure stays)")
     p.add_argument("--over-training", metavar="DIR", default=None, help="folder of weight snapshots saved during training: plot the fits across training")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--init", action="store_true", help="same architecture, random initialisation instead of trained weights")

@@ -142,27 +142,43 @@ def beats_column(fam: Family) -> str:
     return f"{fam.name}>{'+'.join(fam.beats)}"
 
 
+def float_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of layers stored as floats: a layer stored quantized (GGUF Q4_K, ...) holds grid values, whose
+    fits are not comparable, so like the headline numbers (report.headline_stats) findings leaves them out."""
+    if "quantized" not in table:
+        return table
+    return table[table["quantized"].astype(object).fillna("").astype(str) == ""]
+
+
 def shape_trend(table: pd.DataFrame, fam: Family) -> tuple[float, float]:
-    """Spearman correlation of ``fam``'s headline shape with relative depth, and its p-value."""
-    rows = table[table["family"] == fam.name]
-    if len(rows) < 4 or fam.headline not in rows:
-        return math.nan, math.nan
-    res = stats.spearmanr(rows["relative_depth"], rows[fam.headline])
+    """Spearman correlation of ``fam``'s headline shape with relative depth over the float layers, and its p-value."""
+    rows = float_layers(table)
+    rows = rows[rows["family"] == fam.name]
+    if fam.headline not in rows or rows[fam.headline].notna().sum() < 4 or rows[fam.headline].nunique() < 2:
+        return math.nan, math.nan  # (a constant shape has no rank correlation)
+    res = stats.spearmanr(rows["relative_depth"], rows[fam.headline], nan_policy="omit")
     return float(res.statistic), float(res.pvalue)
 
 
+def shown_families(reports: list[ModelReport]) -> list[Family]:
+    """The headline families some report fitted, in registry order: what the write-up has columns and claims for."""
+    fitted = set(_fitted_families(reports))
+    return [f for f in headline_families() if f.name in fitted]
+
+
 def model_rows(reports: list[ModelReport]) -> pd.DataFrame:
-    """One row per model: its AIC win counts and, per headline family, the median, IQR and depth trend of its shape."""
-    rows = []
+    """One row per model: its AIC win counts and, per headline family fitted anywhere, the median, IQR and depth
+    trend of its shape."""
+    rows, fitted, shown = [], set(_fitted_families(reports)), shown_families(reports)
     for r in reports:
         s = headline_stats(r.table)
         info = r.info if r.info is not None else model_info_of(r.model, r.folder)
         row = {"model": r.label, "data": info.get("training_data") or "unknown",
                "licence": info.get("licence") or "unknown", "layers": s["n_layers_fitted"]}
         for fam in map(FAMILIES.get, FAMILIES):
-            if fam.beats:
-                row[beats_column(fam)] = s.get(beats_key(fam), math.nan)
-        for fam in headline_families():
+            if fam.beats and fam.name in fitted:
+                row[beats_column(fam)] = s.get(beats_key(fam), math.nan)  # NaN where it, or a family it beats, was not fitted
+        for fam in shown:
             sym, h = symbol(fam), fam.headline
             row[median_column(fam)] = s.get(f"{h}_median", math.nan)
             row[f"{sym} IQR"] = f"{_fmt(s.get(f'{h}_q1'))}–{_fmt(s.get(f'{h}_q3'))}"
@@ -174,9 +190,10 @@ def model_rows(reports: list[ModelReport]) -> pd.DataFrame:
 
 def category_rows(reports: list[ModelReport]) -> pd.DataFrame:
     """Per trained model and layer kind: the layer count, each headline family's median shape, the most wins."""
-    rows, families = [], headline_families()
+    rows, families = [], shown_families(reports)
     for r in (r for r in reports if not r.init):
-        fitted = r.table[r.table["family"].isin([f.name for f in families])].drop_duplicates("layer")
+        table = float_layers(r.table)
+        fitted = table[table["family"].isin([f.name for f in families])].drop_duplicates("layer")
         if fitted.empty:  # a run without any headline family (--families gaussian,laplace) has no shape per layer kind
             continue
         convs = fitted[fitted["kind"] == "conv"]["layer"]
@@ -186,7 +203,7 @@ def category_rows(reports: list[ModelReport]) -> pd.DataFrame:
         kinds = dict(zip(fitted["layer"], fitted.apply(lambda row: layer_category(row, first_conv, last_linear), axis=1)))
         for cat in dict.fromkeys(sorted(kinds.values())):
             layers = [name for name, kind in kinds.items() if kind == cat]
-            of_kind = r.table[r.table["layer"].isin(layers)]
+            of_kind = table[table["layer"].isin(layers)]
             row = {"model": r.label, "layer kind": cat, "layers": len(layers)}
             for fam in families:
                 shapes = of_kind.loc[of_kind["family"] == fam.name, fam.headline] if fam.headline in of_kind else pd.Series(dtype=float)
@@ -215,12 +232,12 @@ def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
     grid_only = trained[trained["wins"].fillna("") == ""]
     trained = trained[trained["wins"].fillna("") != ""]
     lines = []
-    for fam in (f for f in headline_families() if f.claims):
+    for fam in (f for f in headline_families() if f.claims and median_column(f) in models):  # fitted in some report
         column = median_column(fam)
         for claim in fam.claims:
             lines.append(f"- **\"{markdown_text(claim.quote)}\"** (median {markdown_text(fam.label or fam.name)} {symbol(fam)} "
-                         f"{claim.op} {claim.threshold:g}): {_verdict(trained, claim.holds(trained[column]), column, fam.name)}"
-                         f"{_init_sentence(claim, init[column], init, trained, column)}{_support_sentence(claim, trained)}")
+                         f"{claim.op} {claim.threshold:g}): {_verdict(trained, claim.holds(trained[column]), column, fam)}"
+                         f"{_init_sentence(claim, init, trained, column)}{_support_sentence(claim, trained)}")
         lines += ["", *_figure(root, f"*/plots/{fam.headline}_by_depth.png",
                                f"{fam.label or fam.name} {symbol(fam)} by relative depth, one line per model")]
     if not grid_only.empty:
@@ -230,16 +247,18 @@ def claim_lines(models: pd.DataFrame, root: Path) -> list[str]:
     return lines
 
 
-def _init_sentence(claim, medians: pd.Series, init: pd.DataFrame, trained: pd.DataFrame, column: str) -> str:
-    """For a claim checked at initialisation too: where it holds for the --init twins (whose laws are fixed by
-    construction, so this checks the fitter), and, when every twin and no trained model holds it, that it
-    is where training starts."""
-    if not claim.at_init or init.empty:
+def _init_sentence(claim, init: pd.DataFrame, trained: pd.DataFrame, column: str) -> str:
+    """For a claim checked at initialisation too: where it holds for the tested `--init` twins (whose laws are fixed
+    by construction, so this checks the fitter), and, when it holds for every tested twin and for no tested
+    trained model (there being some), that it is where training starts."""
+    twins = init[init[column].notna()]  # twins fitted without the family are not tested, not failing
+    if not claim.at_init or twins.empty:
         return ""
-    holds = claim.holds(medians)
-    text = (f" At initialisation it holds for {_names(init, holds, none='none')} ({int(holds.sum())} of {len(init)} "
-            "--init twins, whose laws are fixed by construction: this checks the fitter, not nature).")
-    if holds.all() and not claim.holds(trained[column]).any():
+    holds = claim.holds(twins[column])
+    text = (f" At initialisation it holds for {_names(twins, holds, none='none')} ({int(holds.sum())} of {len(twins)} "
+            "`--init` twins, whose laws are fixed by construction: this checks the fitter, not nature).")
+    tested = trained[trained[column].notna()]
+    if holds.all() and not tested.empty and not claim.holds(tested[column]).any():
         text += " It holds where training starts, not where it ends."
     return text
 
@@ -247,8 +266,8 @@ def _init_sentence(claim, medians: pd.Series, init: pd.DataFrame, trained: pd.Da
 def _support_sentence(claim, trained: pd.DataFrame) -> str:
     """' Laplace beats Gaussian (AIC) in 11/40 layers of …': the per-layer wins of the claim's ``support`` family."""
     fam = FAMILIES.get(claim.support) if claim.support in FAMILIES else None
-    if fam is None or not fam.beats or beats_column(fam) not in trained:
-        return ""
+    if fam is None or not fam.beats or beats_column(fam) not in trained or trained[beats_column(fam)].isna().all():
+        return ""  # (no trained report fitted it and every family it beats)
     counts = ", ".join(f"{_n(r[beats_column(fam)])}/{_n(r['layers'])} layers of {markdown_text(r['model'])}" for _, r in trained.iterrows())
     return f" {markdown_text(_label(fam.name))} beats {' and '.join(markdown_text(_label(b)) for b in fam.beats)} (AIC) in {counts}."
 
@@ -258,21 +277,24 @@ def _label(name: str) -> str:
     return label_of(name) if name in FAMILIES else name
 
 
-def _verdict(models: pd.DataFrame, holds, column: str, family: str) -> str:
+def _verdict(models: pd.DataFrame, holds, column: str, family: Family) -> str:
     """'holds for …; fails for ….', over the trained models whose reports have ``column``; the others (fitted
     without ``family``, e.g. --families gaussian,laplace) are named as not tested."""
     tested = models[column].notna()
+    fit = f"no {markdown_text(family.label or family.name)} fit"
+    if not tested.any():
+        return f"not tested on any trained model ({fit})."
     text = (f"holds for {_names(models, tested & holds, none='no trained model')}; "
             f"fails for {_names(models, tested & ~holds, none='no trained model')}.")
     if not tested.all():
-        text += f" Not tested (no {family} fit): {_names(models, ~tested)}."
+        text += f" Not tested ({fit}): {_names(models, ~tested)}."
     return text
 
 
 def category_lines(cats: pd.DataFrame) -> list[str]:
     """One sentence per layer kind: each headline shape's median over the trained models that have the kind,
     ranked by the first; then, per shape, the kinds at its two ends."""
-    families = [f for f in headline_families() if median_column(f) in cats]
+    families = [f for f in headline_families() if median_column(f) in cats and cats[median_column(f)].notna().any()]
     if not families:
         return []
     pooled = cats.groupby("layer kind").agg(models=("model", "nunique"), layers=("layers", "sum"),
@@ -280,7 +302,7 @@ def category_lines(cats: pd.DataFrame) -> list[str]:
     pooled = pooled.sort_values(median_column(families[0]))
     lines = [f"- **{markdown_text(kind)}**: {_medians(r, families)} over {_count(r['models'], 'model')} ({_count(r['layers'], 'layer')})"
              for kind, r in pooled.iterrows()]
-    lines += [f"- By {symbol(fam)}: most {_ends(fam)[0]} kind **{markdown_text(lowest)}**; most {_ends(fam)[1]} **{markdown_text(highest)}**."
+    lines += [f"- By {symbol(fam)}, most {_ends(fam)[0]}: **{markdown_text(lowest)}**; most {_ends(fam)[1]}: **{markdown_text(highest)}**."
               for fam, lowest, highest in _extremes(pooled, families)]
     return lines
 
@@ -308,7 +330,7 @@ def _ends(fam: Family) -> tuple[str, str]:
 def dataset_lines(models: pd.DataFrame) -> list[str]:
     """Per training set, each headline shape's median over its trained models; the sets at each shape's two
     ends; and the same architecture trained on different data, side by side."""
-    families = [f for f in headline_families() if median_column(f) in models]
+    families = [f for f in headline_families() if median_column(f) in models and models[median_column(f)].notna().any()]
     if not families:
         return []
     first = median_column(families[0])
@@ -316,7 +338,7 @@ def dataset_lines(models: pd.DataFrame) -> list[str]:
     by_data = trained.groupby("data")[[median_column(f) for f in families]].median().sort_values(first)
     lines = [f"- {markdown_text(data)}: {_medians(r, families)} ({', '.join(map(markdown_text, trained[trained['data'] == data]['model']))})"
              for data, r in by_data.iterrows()]
-    lines += [f"- By {symbol(fam)}, most {_ends(fam)[0]}: **{markdown_text(lowest)}**; least: **{markdown_text(highest)}**."
+    lines += [f"- By {symbol(fam)}, most {_ends(fam)[0]}: **{markdown_text(lowest)}**; most {_ends(fam)[1]}: **{markdown_text(highest)}**."
               for fam, lowest, highest in _extremes(by_data, families)]
     # The same architecture (name up to the first '_') trained on different data isolates the training set.
     arch = trained.assign(arch=trained["model"].str.split("_").str[0])
@@ -367,22 +389,23 @@ def vae_lines(root: Path) -> list[str]:
             + ". Details in [vae/report.md](vae/report.md).", ""]
 
 
-SPECTRAL_SEED = 0  # the bootstrap of the β-vs-alpha rank correlation
+SPECTRAL_SEED = 0  # the bootstrap of each shape-against-alpha rank correlation (each section starts from it)
 
 
-def spectral_lines(reports: list[ModelReport], rng) -> list[str]:
-    """Each headline shape (value view: β, df) against ESD alpha (spectral view), per model and pooled over
-    trained models: Spearman's ρ with a seeded percentile-bootstrap 95 % interval. Empty unless some report
-    was made with `fit --spectral`."""
+def spectral_lines(reports: list[ModelReport], seed: int = SPECTRAL_SEED) -> list[str]:
+    """Each headline shape (value view: β, df) against ESD alpha (spectral view) over the float layers, per model
+    and pooled over trained models: Spearman's ρ with a seeded percentile-bootstrap 95 % interval (each section
+    from ``seed``, so one does not depend on another). Empty unless some report was made with `fit --spectral`."""
     from ..analyses.spectral import shape_alpha_pairs, spearman_with_interval
 
-    sections = []
-    for fam in headline_families():
-        sym, h = symbol(fam), fam.headline
-        pairs = {r.label: (r, shape_alpha_pairs(r.table, fam.name, h)) for r in reports}
+    sections, shown = [], []
+    for fam in shown_families(reports):
+        sym, h, rng = symbol(fam), fam.headline, np.random.default_rng(seed)
+        pairs = {r.label: (r, shape_alpha_pairs(float_layers(r.table), fam.name, h)) for r in reports}
         pairs = {label: (r, p) for label, (r, p) in pairs.items() if not p.empty}
         if not pairs:
             continue
+        shown.append(sym)
         rows = []
         for label, (r, p) in pairs.items():
             rc = spearman_with_interval(p[h], p["esd_alpha"], rng)
@@ -397,18 +420,17 @@ def spectral_lines(reports: list[ModelReport], rng) -> list[str]:
             excludes_zero = rc.lo > 0 or rc.hi < 0
             sections += [f"Pooled over {rc.n} layers of {_count(len(trained), 'trained model')}: ρ = {rc.rho:.2f} "
                          f"(95 % interval {rc.lo:.2f} to {rc.hi:.2f}), a {strength} rank correlation"
-                         + ("; the interval excludes zero." if excludes_zero else "; the interval includes zero.")
-                         + " Where ρ is far from ±1 the spectrum carries information the value distribution does not.", ""]
+                         + ("; the interval excludes zero." if excludes_zero else "; the interval includes zero."), ""]
         sections += [markdown_table(pd.DataFrame(rows)), ""]
     if not sections:
         return []
-    shapes = ", ".join(symbol(f) for f in headline_families())
-    return ["## Values against spectrum (headline shapes and ESD alpha)", "",
+    return [f"## Values against spectrum ({', '.join(shown)} and ESD alpha)", "",
             "For every 2-D weight matrix (conv kernels as out × in·k·k), `fit --spectral` fits a power law to the tail of "
             "the eigenvalue spectrum of WᵀW/N (alpha, xmin by minimum KS distance, as WeightWatcher does; matrices with "
-            f"fewer than 10 eigenvalues, such as depthwise 3×3 kernels, get none). Spearman's ρ between each of a layer's "
-            f"shapes ({shapes}) and its alpha, with a percentile-bootstrap 95 % interval over layers "
-            f"(2000 resamples, seed {SPECTRAL_SEED}):", "", *sections]
+            "fewer than 10 eigenvalues, such as depthwise 3×3 kernels, get none). Spearman's ρ between a layer's "
+            f"{' and '.join(shown)} and its alpha, over the layers stored as floats, with a percentile-bootstrap 95 % interval "
+            f"over layers (2000 resamples, seed {seed}). Where ρ is far from ±1, the spectrum carries information the "
+            "value distribution does not.", "", *sections]
 
 
 def _fitted_families(reports: list[ModelReport]) -> list[str]:
@@ -421,12 +443,11 @@ def intro_sentence(reports: list[ModelReport]) -> str:
     """Which families were fitted and what each headline shape says, from the registry's declarations."""
     names = [markdown_text(_label(f)) for f in _fitted_families(reports)]
     listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
-    fitted = _fitted_families(reports)
     shapes = [f"{symbol(f)} ({markdown_text(f.label or f.name)}{': ' + f.shape(f.headline).meaning if f.shape(f.headline).meaning else ''}) "
-              f"says how {_ends(f)[0]} or {_ends(f)[1]} a layer is" for f in headline_families() if f.name in fitted]
+              f"says how {_ends(f)[0]} or {_ends(f)[1]} a layer is" for f in shown_families(reports)]
     text = f"Per layer, each of {listed} is fitted by maximum likelihood; the best is chosen by AIC."
     if shapes:
-        text += " One number per layer answers each question: " + "; ".join(shapes) + "."
+        text += " A headline shape sums each layer up in one number: " + "; ".join(shapes) + "."
     return text
 
 
@@ -438,7 +459,7 @@ def column_notes(models: pd.DataFrame) -> str:
             notes.append(f"`{beats_column(fam)}`: layers where {_label(fam.name)} has a lower AIC than "
                          + " and ".join(map(_label, fam.beats)))
     for fam in headline_families():
-        if f"{symbol(fam)}~depth ρ" in models:
+        if f"{symbol(fam)}~depth ρ" in models:  # (families some report fitted)
             notes.append(f"`{symbol(fam)}~depth ρ`: Spearman correlation of {symbol(fam)} with relative depth "
                          f"(positive: deeper layers more {_ends(fam)[1]})")
     return "; ".join(notes) + "." if notes else ""
@@ -467,12 +488,13 @@ def findings_markdown(root: Path, reports: list[ModelReport], command: str) -> s
     if not cats.empty:
         parts += ["## By layer kind", "", *category_lines(cats), "", markdown_table(cats), ""]
     parts += ["## By training set", "", *dataset_lines(models), ""]
-    parts += spectral_lines(reports, np.random.default_rng(SPECTRAL_SEED))
+    parts += spectral_lines(reports)
     over = _figure(root, "*/plots/*over_training.png", "shape over training")
     drift = _figure(root, "*/drift.png", "trained against --init")
     if over or drift:
         parts += ["## How the distribution gets there", "",
-                  "From a Gaussian (or uniform) initialisation, training moves the shape: β and df per layer over the "
+                  "From a Gaussian (or uniform) initialisation, training moves the shape: "
+                  f"{' and '.join(symbol(f) for f in shown_families(reports)) or 'the fits'} per layer over the "
                   "embedded model's training, and each trained model against its `--init` twin.", "", *over, *drift]
     parts += ["## Reports", ""]
     # Each model's report folder where it has one, else the store it was surveyed into (its README lists the runs).

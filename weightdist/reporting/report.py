@@ -100,8 +100,8 @@ def headline_stats(table: pd.DataFrame, include_quantized: bool = False) -> dict
         rows = by_family.get(fam.name)
         if rows is None:
             continue
-        others = [by_family[f]["aic"].reindex(rows.index) for f in fam.beats if f in by_family]
-        if others:
+        if fam.beats and all(f in by_family for f in fam.beats):  # a family that was not fitted was not beaten
+            others = [by_family[f]["aic"].reindex(rows.index) for f in fam.beats]
             stats[beats_key(fam)] = int((rows["aic"] < pd.concat(others, axis=1).min(axis=1)).sum())
         if fam.headline is not None and fam.headline in rows:
             h = fam.headline

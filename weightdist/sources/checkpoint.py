@@ -110,6 +110,15 @@ def load_pickle_checkpoint(path: Path, strip: bool = True) -> Mapping[str, torch
         if reason:  # the pickle names Python code to call
             raise CheckpointError(f"refusing to unpickle {path}: it needs code execution ({reason}); "
                                   "re-save it as a state_dict (torch.save(model.state_dict(), ...)) or as .safetensors") from None
+        opcode = re.search(r"Unsupported operand (\d+)", str(exc))
+        code = chr(int(opcode.group(1))) if opcode and int(opcode.group(1)) < 256 else None
+        # A pickle opcode torch's weights-only unpickler has no handler for, in a torch.save archive (zip) or in a
+        # text-mode pickle (any other file that trips on one, a PNG say, is just not a checkpoint).
+        if code is not None and (head == _ZIP_MAGIC or code in _TEXT_PICKLE_OPCODES):
+            origin = ", a protocol 0/1 pickle, which torch.save never writes" if head != _ZIP_MAGIC else ""
+            raise CheckpointError(f"{path}: torch's safe (weights-only) loader cannot read it (pickle opcode {code!r}{origin}); "
+                                  "nothing in it was run; re-save the weights with torch.save(model.state_dict(), ...) "
+                                  "or as .safetensors") from None
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_torch_reason(exc)})") from None
     except Exception as exc:  # torch raises RuntimeError/EOFError/ValueError/... for broken archives
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({_torch_reason(exc)})") from None
@@ -140,12 +149,13 @@ def refused_pickle_reason(exc: BaseException) -> str | None:
 _TORCH_ADVICE = ("weights_only", "safe_globals", "In PyTorch 2.6", "Please file an issue", "trusted source", "Check the documentation")
 
 
+# Opcodes only pickle protocols 0 and 1 write (text-mode DICT, LIST, INST, OBJ, PUT, GET, INT, LONG, STRING, UNICODE,
+# FLOAT); torch.save uses protocol 2 or later, so a file that needs them was never written by it.
+_TEXT_PICKLE_OPCODES = frozenset("dliopgILSVF")
+
+
 def _torch_reason(exc: BaseException) -> str:
     """torch's error without its advice: the sentences that describe what is wrong with the file."""
-    opcode = re.search(r"Unsupported operand (\d+)", str(exc))
-    if opcode and int(opcode.group(1)) < 128:  # an opcode of pickle protocol 0/1, which torch.save never writes
-        return (f"its pickle uses opcode {chr(int(opcode.group(1)))!r}, which the safe unpickler refuses and torch.save "
-                "never writes; nothing in it was run")
     sentences = re.split(r"(?<=[.:])\s+|\n+", str(exc))
     kept = [s for s in sentences if s.strip() and not any(a in s for a in _TORCH_ADVICE)]
     return one_line(" ".join(kept)) if kept else type(exc).__name__

@@ -100,7 +100,9 @@ def download_dataset(dataset: str, root: str | Path, timeout: float = 20.0) -> P
     from ..errors import DatasetError, UnknownNameError
 
     if dataset not in TORCHVISION_CLASSES:
-        raise UnknownNameError(f"unknown dataset {dataset!r}; choose one of {', '.join(TORCHVISION_CLASSES)}")
+        from ..escape import error_value
+
+        raise UnknownNameError(f"unknown dataset {error_value(dataset)}; choose one of {', '.join(TORCHVISION_CLASSES)}")
     try:
         import torchvision.datasets as tvd
     except ImportError:

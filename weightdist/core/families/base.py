@@ -115,10 +115,12 @@ class Claim:
     at_init: bool = False  # also say where it holds for the --init twins (a check of the fitter, not of nature)
 
     OPS = {"<": operator.lt, "≤": operator.le, ">": operator.gt, "≥": operator.ge}
+    ASCII = {"<=": "≤", ">=": "≥"}
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "op", self.ASCII.get(self.op, self.op))  # "<=" reads as "≤" in the write-up
         if self.op not in self.OPS:
-            raise TypeError(f"Claim {self.quote!r}: op {self.op!r} is not one of {', '.join(self.OPS)}")
+            raise TypeError(f"Claim {self.quote!r}: op {self.op!r} is not one of {', '.join(self.OPS)} (or <=, >=)")
 
     def holds(self, medians: np.ndarray) -> np.ndarray:
         """Per model, whether the claim holds for its median (False where the median is NaN: not tested)."""
@@ -288,8 +290,18 @@ def register_family(cls: type[Family]) -> type[Family]:
         clash = [n for n in FAMILIES if FAMILIES.get(n).headline == fam.headline]
         if clash:  # the headline names the per-model summary columns (e.g. beta_median): one family each
             raise TypeError(f"{cls.__name__}.headline {fam.headline!r} is already {clash[0]}'s headline")
+        symbol = fam.shape(fam.headline).symbol
+        clash = [n for n in FAMILIES if FAMILIES.get(n).headline and FAMILIES.get(n).shape(FAMILIES.get(n).headline).symbol == symbol]
+        if clash:  # and its symbol names the findings' columns ("median df"): one family each too
+            raise TypeError(f"{cls.__name__}.headline's symbol {symbol!r} is already {clash[0]}'s; choose another")
     elif fam.claims:
         raise TypeError(f"{cls.__name__} declares claims but no headline shape to test them on")
+    if not isinstance(fam.claims, tuple) or not all(isinstance(c, Claim) for c in fam.claims):
+        raise TypeError(f"{cls.__name__}.claims must be a tuple of Claim")
+    for claim in fam.claims:  # (a supporting family registered later, e.g. by a plug-in, is checked by its use)
+        backer = fam if claim.support == cls.name else FAMILIES.get(claim.support) if claim.support in FAMILIES else None
+        if backer is not None and not backer.beats:
+            raise TypeError(f"{cls.__name__}: claim {claim.quote!r} is supported by {claim.support!r}, which beats no family")
     FAMILIES.add(cls.name, fam)
     return cls
 

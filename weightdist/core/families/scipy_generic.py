@@ -21,6 +21,7 @@ from scipy import stats
 from scipy.integrate import IntegrationWarning
 
 from ...errors import OptionError, UnknownNameError
+from ...escape import error_value
 from .base import Estimate, Family, Params
 
 PREFIX = "scipy:"
@@ -112,10 +113,10 @@ def scipy_family(name: str) -> ScipyFamily:
     dist_name = name[len(PREFIX):] if name.startswith(PREFIX) else name
     dist = getattr(stats, dist_name, None)
     if isinstance(dist, stats.rv_discrete):
-        raise OptionError(f"families: {name!r} is a discrete distribution; weights are continuous, "
+        raise OptionError(f"families: {error_value(name)} is a discrete distribution; weights are continuous, "
                           f"so name a continuous scipy.stats distribution (e.g. scipy:logistic)")
     if not isinstance(dist, stats.rv_continuous):
-        close = difflib.get_close_matches(dist_name, continuous_names(), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(dist_name, continuous_names(), n=3, cutoff=0.6) if len(dist_name) <= 200 else []
         hint = f"did you mean {', '.join(PREFIX + c for c in close)}?" if close else "see scipy.stats for continuous distributions"
-        raise UnknownNameError(f"families: unknown scipy distribution {name!r}; {hint}")
+        raise UnknownNameError(f"families: unknown scipy distribution {error_value(name)}; {hint}")
     return ScipyFamily(dist_name)

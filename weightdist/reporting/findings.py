@@ -24,7 +24,7 @@ from ..analyses.reading import REQUIRED_COLUMNS, ReportFolderError, read_report_
 from ..errors import WeightdistError
 from ..untrusted import UntrustedFileError, read_capped
 from ..escape import markdown_code, markdown_text, url_path
-from .report import _fmt, headline_stats, markdown_table
+from .report import _fmt, headline_stats, markdown_table, stored_quantized
 
 ATTENTION = re.compile(r"(query|key|value|q_proj|k_proj|v_proj|out_proj|attention\.output\.dense|attn)")
 # The claims checked, their thresholds and the words for low and high shapes are declared by the families
@@ -145,9 +145,7 @@ def beats_column(fam: Family) -> str:
 def float_layers(table: pd.DataFrame) -> pd.DataFrame:
     """The rows of layers stored as floats: a layer stored quantized (GGUF Q4_K, ...) holds grid values, whose
     fits are not comparable, so like the headline numbers (report.headline_stats) findings leaves them out."""
-    if "quantized" not in table:
-        return table
-    return table[table["quantized"].astype(object).fillna("").astype(str) == ""]
+    return table[~stored_quantized(table)]
 
 
 def shape_trend(table: pd.DataFrame, fam: Family) -> tuple[float, float]:
@@ -169,7 +167,8 @@ def shown_families(reports: list[ModelReport]) -> list[Family]:
 def model_rows(reports: list[ModelReport]) -> pd.DataFrame:
     """One row per model: its AIC win counts and, per headline family fitted anywhere, the median, IQR and depth
     trend of its shape."""
-    rows, fitted, shown = [], set(_fitted_families(reports)), shown_families(reports)
+    rows, fitted = [], set(_fitted_families(reports))
+    shown = [f for f in headline_families() if f.name in fitted]  # (shown_families, without a second scan)
     for r in reports:
         s = headline_stats(r.table)
         info = r.info if r.info is not None else model_info_of(r.model, r.folder)

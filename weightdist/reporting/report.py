@@ -71,6 +71,13 @@ def _median_iqr(values: pd.Series) -> tuple[float, float, float]:
     return float(med), float(q1), float(q3)
 
 
+def stored_quantized(table: pd.DataFrame) -> pd.Series:
+    """Per row, whether its layer is stored quantized (a ``quantized`` type such as GGUF's Q4_K): grid values."""
+    if "quantized" not in table:
+        return pd.Series(False, index=table.index)
+    return table["quantized"].astype(object).fillna("").astype(str) != ""  # all-empty reads back as float NaN
+
+
 def headline_stats(table: pd.DataFrame, include_quantized: bool = False) -> dict:
     """Per-model numbers shared by report.md, summary.json and `weightdist compare`.
 
@@ -80,7 +87,7 @@ def headline_stats(table: pd.DataFrame, include_quantized: bool = False) -> dict
     fitted = table[table["family"] != ""]
     quantized_layers = 0
     if "quantized" in table and not include_quantized:
-        on_grid = table["quantized"].astype(object).fillna("").astype(str) != ""  # all-empty reads back as float NaN
+        on_grid = stored_quantized(table)
         quantized_layers = int(table.loc[on_grid, "layer"].nunique())
         fitted = fitted[~on_grid.loc[fitted.index]]
     layers = table.drop_duplicates("layer")

@@ -291,7 +291,7 @@ def register_family(cls: type[Family]) -> type[Family]:
         if clash:  # the headline names the per-model summary columns (e.g. beta_median): one family each
             raise TypeError(f"{cls.__name__}.headline {fam.headline!r} is already {clash[0]}'s headline")
         symbol = fam.shape(fam.headline).symbol
-        clash = [n for n in FAMILIES if FAMILIES.get(n).headline and FAMILIES.get(n).shape(FAMILIES.get(n).headline).symbol == symbol]
+        clash = [f.name for f in headline_families() if f.shape(f.headline).symbol == symbol]
         if clash:  # and its symbol names the findings' columns ("median df"): one family each too
             raise TypeError(f"{cls.__name__}.headline's symbol {symbol!r} is already {clash[0]}'s; choose another")
     elif fam.claims:
